@@ -1,0 +1,3 @@
+"""harness: an LLM evaluation and benchmarking harness."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""The `harness` command: `harness run ...` and `harness list tasks|models`.
+
+Bad input ends with one line on stderr and exit code 2; --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Evaluate and benchmark language models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="evaluate a model on tasks and write a run folder")
+    run.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or hf:PATH")
+    run.add_argument("--tasks", required=True, help="comma-separated tasks or groups, e.g. mmlu,wikitext")
+    run.add_argument("--limit", type=positive_int, help="evaluate only the first N documents of each task")
+    run.add_argument("--num-fewshot", type=non_negative_int, default=0, help="few-shot examples (default 0)")
+    run.add_argument("--batch-size", type=positive_int, default=8, help="requests per forward pass (default 8)")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
+    run.add_argument("--seed", type=int, default=1234, help="seed for sampling and bootstrap (default 1234)")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    listing = commands.add_parser("list", help="list tasks or models")
+    listing.add_argument("what", choices=["tasks", "models"])
+    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return list_command(args.what)
+        return run_command(args)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; no run folder was written", file=sys.stderr)
+        return 130
+
+
+def list_command(what: str) -> int:
+    if what == "models":
+        from harness.models.registry import list_models
+
+        for name, description in list_models():
+            print(f"{name:24} {description}")
+        return 0
+    import tasks as task_registry
+
+    for group, members in task_registry.GROUPS.items():
+        print(f"{group:45} group of {len(task_registry.expand([group]))} tasks")
+    for name in task_registry.TASKS:
+        print(name)
+    return 0
+
+
+def run_command(args) -> int:
+    import torch
+
+    import tasks as task_registry
+    from harness import __version__
+    from harness.evaluator import evaluate
+    from harness.models.registry import load_model, parse_spec
+    from harness.results import check_output_folder, environment, write_run
+    from reports.tables import print_results, results_frame
+    from tasks.base import require_file
+
+    # Everything that can be checked before loading the model is checked first.
+    requested = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    if not requested:
+        raise UserError("--tasks is empty; run `harness list tasks` to see the choices")
+    task_names = task_registry.expand(requested)
+    parse_spec(args.model)
+    started = datetime.now(timezone.utc)
+    output = args.output or Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}"
+    check_output_folder(output)
+    for name in task_names:  # a bad few-shot count or missing data file fails now, not after other tasks ran
+        for path in task_registry.TASKS[name](args.num_fewshot).data_files():
+            require_file(path)
+
+    clock = time.perf_counter()
+    torch.manual_seed(args.seed)
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype,
+                         progress=lambda message: print(message, file=sys.stderr))
+    evaluation = evaluate(adapter, task_names, limit=args.limit, num_fewshot=args.num_fewshot,
+                          batch_size=args.batch_size, seed=args.seed)
+    record = {
+        "harness_version": __version__,
+        "created": started.isoformat(),
+        "command": "harness " + " ".join(sys.argv[1:]),
+        "model": {"spec": args.model, "fingerprint": adapter.fingerprint, **adapter.info()},
+        "settings": {
+            "tasks": task_names, "limit": args.limit, "num_fewshot": args.num_fewshot,
+            "batch_size": args.batch_size, "batch_policy": "fixed count, longest first, at most 16384 positions",
+            "device": args.device, "dtype": args.dtype, "seed": args.seed, "chat_template": False,
+        },
+        "tasks": evaluation.task_records,
+        "results": evaluation.results,
+        "environment": environment(),
+        "wall_seconds": round(time.perf_counter() - clock, 3),
+    }
+    folder = write_run(output, record, evaluation.samples)
+    print_results(results_frame(evaluation.results), title=f"{args.model} ({record['wall_seconds']:.0f} s)")
+    print(f"results: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The evaluator: the one place that knows tasks, requests and models together.
+
+For each task it takes the documents (the first `limit`), asks the task for requests, sends all requests of one
+kind, from every task, to the adapter in one batched call (so batches fill across tasks), hands the responses
+back to the tasks for per-sample scores, and aggregates them per task and per group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import tasks as task_registry
+from harness import stats
+from harness.models.adapter import ModelAdapter
+from harness.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
+from tasks.base import Doc, Task
+
+ADAPTER_METHODS = {
+    LoglikelihoodRequest: "loglikelihood",
+    RollingLoglikelihoodRequest: "loglikelihood_rolling",
+    GenerateRequest: "generate_until",
+}
+
+
+@dataclass
+class Evaluation:
+    task_records: dict[str, dict] = field(default_factory=dict)  # what decides each task's numbers
+    results: dict[str, dict] = field(default_factory=dict)  # task or group -> metric values, stderrs, n
+    samples: list[dict] = field(default_factory=list)  # one per scored document
+
+
+def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = None, num_fewshot: int = 0,
+             batch_size: int = 1, seed: int = 0) -> Evaluation:
+    evaluation = Evaluation()
+    planned: list[tuple[Task, Doc, list]] = []
+    built: dict[str, Task] = {}
+    for name in task_names:
+        task = built[name] = task_registry.TASKS[name](num_fewshot)
+        docs = task.docs()
+        selected = docs[:limit] if limit else docs
+        for doc in selected:
+            planned.append((task, doc, task.requests(doc)))
+        evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
+
+    responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed)
+
+    per_task_scores: dict[str, list[dict]] = defaultdict(list)
+    position = 0
+    for task, doc, requests in planned:
+        answers = responses[position:position + len(requests)]
+        position += len(requests)
+        scores = task.score(doc, answers)
+        per_task_scores[task.name].append(scores)
+        evaluation.samples.append({
+            "task": task.name,
+            "doc_id": doc.id,
+            "request_keys": [r.key for r in requests],
+            "target": task.target(doc),
+            "response": [answer_to_json(a) for a in answers],
+            "scores": scores,
+        })
+
+    for name in task_names:
+        evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed)
+    for group, members in task_registry.groups_covering(task_names).items():
+        # Pooling every question weights each task by its size, as lm-eval's MMLU groups do.
+        pooled = [s for member in members for s in per_task_scores[member]]
+        result = aggregate_scores(pooled, built[members[0]].metrics, seed)
+        result["members"] = members
+        evaluation.results[group] = result
+    return evaluation
+
+
+def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int) -> list[Any]:
+    """Responses in request order; each kind goes to its adapter method as one batched call."""
+    responses: list[Any] = [None] * len(requests)
+    by_kind: dict[type, list[int]] = defaultdict(list)
+    for index, request in enumerate(requests):
+        by_kind[type(request)].append(index)
+    for kind, indices in by_kind.items():
+        method = ADAPTER_METHODS[kind]
+        with tqdm(total=len(indices), desc=method, unit="req", dynamic_ncols=True) as bar:
+            extra = {"seed": seed} if kind is GenerateRequest else {}
+            answers = getattr(adapter, method)([requests[i] for i in indices], batch_size=batch_size,
+                                               progress=bar.update, **extra)
+        for index, answer in zip(indices, answers):
+            responses[index] = answer
+    return responses
+
+
+def aggregate_scores(scores: list[dict], metrics, seed: int) -> dict:
+    result: dict[str, Any] = {"n": len(scores)}
+    for metric in metrics:
+        values = [s[metric.name] for s in scores]
+        result[metric.name], result[metric.name + "_stderr"] = stats.aggregate(metric.aggregation, values, seed)
+    return result
+
+
+def describe_task(task: Task, total_docs: int, used_docs: int) -> dict:
+    return {
+        "version": task.version,
+        "num_fewshot": task.num_fewshot,
+        "fewshot_ids": task.fewshot_ids(),
+        "prompt_hash": task.prompt_hash(),
+        "data_sha256": {Path(p).name: sha256_file(p) for p in task.data_files()},
+        "docs_total": total_docs,
+        "docs_evaluated": used_docs,
+        "metrics": {m.name: {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}
+                    for m in task.metrics},
+    }
+
+
+def answer_to_json(answer: Any) -> Any:
+    if hasattr(answer, "logprob"):
+        return {"logprob": answer.logprob, "is_greedy": answer.is_greedy}
+    return answer
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,233 @@
+"""The model adapter: the three request methods, batched, over any causal language model.
+
+The engine hands an adapter whole lists of requests with a batch size; the adapter owns the math. Token handling
+follows lm-evaluation-harness 0.4.x so that scores are comparable with the field's:
+  - loglikelihood: a context's trailing whitespace moves to the continuation; the pair is encoded as a whole and
+    the continuation's tokens are what the whole has beyond the context's; an empty context is replaced by the
+    prefix token (BOS, or EOS where a tokenizer has none); inputs longer than the model's window are cut from
+    the left.
+  - loglikelihood_rolling: the text is cut into disjoint windows of the model's maximum length; the first window
+    is predicted from the prefix token, each later one from the single token before it, so every token is
+    predicted exactly once.
+Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) and describe themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from functools import cached_property
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from harness.requests import (
+    GenerateRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    RollingLoglikelihoodRequest,
+)
+
+# A batch of right-padded sequences is limited to this many token positions (besides the batch size), so that an
+# 8192-token window never shares a batch with seven others and exhausts memory; logits alone are
+# positions x vocabulary x 4 bytes.
+MAX_BATCH_POSITIONS = 16384
+
+Progress = Callable[[int], None]
+
+
+def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(context, continuation) token windows covering `tokens`, each token predicted once (lm-eval's
+    get_rolling_token_windows with context_len=1, made disjoint)."""
+    windows = []
+    predicted = 0
+    while predicted < len(tokens):
+        length = min(max_length, len(tokens) - predicted)
+        context = [prefix_token] if predicted == 0 else [tokens[predicted - 1]]
+        windows.append((context, tokens[predicted:predicted + length]))
+        predicted += length
+    return windows
+
+
+class ModelAdapter(ABC):
+    """What the engine needs of a model. `spec` is what the user typed; `fingerprint` identifies the weights."""
+
+    spec: str
+    tokenizer: Any
+    max_length: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str: ...
+
+    @abstractmethod
+    def info(self) -> dict: ...
+
+    @abstractmethod
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None):
+        """Returns (logits for every position, cache). A None cache means: start a new one."""
+
+    # ---- tokens -------------------------------------------------------------------------------------------
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @cached_property
+    def _prefix_text(self) -> str:
+        return self.tokenizer.decode([self.prefix_token_id])
+
+    def encode(self, text: str) -> list[int]:
+        # The tokenizer's own defaults decide special tokens (SmolLM2's add none), as lm-eval's HF model does,
+        # except that a text which already starts with the prefix token gets no second one.
+        if self._prefix_text and text.startswith(self._prefix_text):
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text)
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if not context:
+            return [self.prefix_token_id], self.encode(continuation)
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self.encode(context + continuation)
+        context_tokens = self.encode(context)
+        return context_tokens, whole[len(context_tokens):]
+
+    # ---- the three requests ------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int = 1,
+                      progress: Progress | None = None) -> list[LoglikelihoodResult]:
+        pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
+        return self._score_token_pairs(pairs, batch_size, lambda done: progress and progress(len(done)))
+
+    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int = 1,
+                              progress: Progress | None = None) -> list[float]:
+        pairs, owner = [], []
+        for index, request in enumerate(requests):
+            for window in rolling_windows(self.encode(request.text), self.prefix_token_id, self.max_length):
+                pairs.append(window)
+                owner.append(index)
+        windows_of = Counter(owner)
+        # Progress counts requests: each window is its share of its document.
+        on_done = lambda done: progress and progress(sum(1 / windows_of[owner[i]] for i in done))  # noqa: E731
+        totals = [0.0] * len(requests)
+        for index, result in zip(owner, self._score_token_pairs(pairs, batch_size, on_done)):
+            totals[index] += result.logprob
+        return totals
+
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
+                       progress: Progress | None = None, seed: int = 0) -> list[str]:
+        """Greedy (temperature 0) or sampled decoding with a KV cache, stopping at EOS or any stop string."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
+        outputs: list[str] = [""] * len(requests)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for index, text in zip(chunk, self._generate_batch([requests[i] for i in chunk], generator)):
+                outputs[index] = text
+            if progress:
+                progress(len(chunk))
+        return outputs
+
+    # ---- the math ----------------------------------------------------------------------------------------
+
+    def _score_token_pairs(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+                           on_done: Callable[[list[int]], Any]) -> list[LoglikelihoodResult]:
+        """Scores each (context, continuation) token pair. Pairs whose model input is identical (the four
+        one-token answers of a multiple-choice question) share one forward pass."""
+        inputs: dict[tuple[int, ...], list[int]] = {}  # model input -> indices of the pairs that need it
+        for index, (context, continuation) in enumerate(pairs):
+            whole = (context + continuation)[-(self.max_length + 1):]
+            inputs.setdefault(tuple(whole[:-1]), []).append(index)
+        results: list[LoglikelihoodResult | None] = [None] * len(pairs)
+        # Longest first: the first batch is the largest, so a batch size that does not fit fails at once.
+        ordered = sorted(inputs, key=lambda tokens: (-len(tokens), tokens))
+        for batch in _batches(ordered, batch_size, MAX_BATCH_POSITIONS):
+            width = len(batch[0])
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, tokens in enumerate(batch):
+                ids[row, :len(tokens)] = torch.tensor(tokens)
+            with torch.inference_mode():
+                logits, _ = self._forward(ids.to(self.device))
+            for row, tokens in enumerate(batch):
+                for index in inputs[tokens]:
+                    continuation = pairs[index][1]
+                    n = len(continuation)
+                    span = logits[row, len(tokens) - n:len(tokens)].float()
+                    target = torch.tensor(continuation, device=span.device)
+                    logprobs = span.gather(-1, target[:, None])[:, 0] - span.logsumexp(-1)
+                    greedy = bool((span.argmax(-1) == target).all())
+                    results[index] = LoglikelihoodResult(float(logprobs.sum()), greedy)
+            on_done([index for tokens in batch for index in inputs[tokens]])
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, requests: list[GenerateRequest], generator: torch.Generator) -> list[str]:
+        max_new = max(r.max_tokens for r in requests)
+        budget = max(1, self.max_length - max_new)
+        contexts = [self.encode(r.context)[-budget:] for r in requests]
+        width = max(len(c) for c in contexts)
+        ids = torch.zeros(len(contexts), width, dtype=torch.long)
+        mask = torch.zeros(len(contexts), width, dtype=torch.long)
+        for row, tokens in enumerate(contexts):  # left padding: every sequence's next token is in the last column
+            ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        generated: list[list[int]] = [[] for _ in requests]
+        finished = [False] * len(requests)
+        texts = [""] * len(requests)
+        cache = None
+        step_input = ids
+        with torch.inference_mode():
+            for step in range(max_new):
+                logits, cache = self._forward(step_input, attention_mask=mask, cache=cache)
+                next_tokens = self._pick(logits[:, -1].float(), requests, generator)
+                for row, token in enumerate(next_tokens.tolist()):
+                    if finished[row]:
+                        continue
+                    request = requests[row]
+                    if token == self.tokenizer.eos_token_id:
+                        finished[row] = True
+                        continue
+                    generated[row].append(token)
+                    texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                    cut = _cut_at_stop(texts[row], request.stop)
+                    if cut is not None or len(generated[row]) >= request.max_tokens:
+                        texts[row] = texts[row] if cut is None else cut
+                        finished[row] = True
+                if all(finished):
+                    break
+                step_input = next_tokens[:, None].to(self.device)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        return texts
+
+    @staticmethod
+    def _pick(last_logits: torch.Tensor, requests: list[GenerateRequest], generator: torch.Generator) -> torch.Tensor:
+        picks = last_logits.argmax(-1).cpu()
+        for row, request in enumerate(requests):
+            if request.temperature > 0:
+                probs = (last_logits[row].cpu() / request.temperature).softmax(-1)
+                picks[row] = torch.multinomial(probs, 1, generator=generator)[0]
+        return picks
+
+
+def _cut_at_stop(text: str, stops: Iterable[str]) -> str | None:
+    positions = [text.find(s) for s in stops if s and s in text]
+    return text[:min(positions)] if positions else None
+
+
+def _batches(ordered: list[tuple[int, ...]], batch_size: int, max_positions: int) -> Iterable[list[tuple[int, ...]]]:
+    """Consecutive groups of at most `batch_size` inputs whose padded size stays within `max_positions`
+    (a single input longer than that still gets a batch of its own)."""
+    batch: list[tuple[int, ...]] = []
+    for tokens in ordered:
+        width = len(batch[0]) if batch else len(tokens)
+        if batch and (len(batch) >= batch_size or width * (len(batch) + 1) > max_positions):
+            yield batch
+            batch = []
+        batch.append(tokens)
+    if batch:
+        yield batch

@@ -1,0 +1,51 @@
+"""Reading Hugging Face safetensors checkpoints, with errors a user can act on."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from harness.errors import UserError
+
+
+def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise UserError(f"no *.safetensors file in {folder}")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            state.update(load_file(file))
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"cannot read checkpoint {file}: {error}") from None
+    return state
+
+
+def check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{n}: checkpoint {tuple(state[n].shape)}, model {expected[n]}"
+             for n in expected if n in state and tuple(state[n].shape) != expected[n]]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            ([f"missing {missing[:3]}"] if missing else [])
+            + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
+            + wrong[:3]
+        )
+        raise UserError(f"checkpoint in {folder} does not fit the architecture in its config.json: {detail}")
+
+
+def fingerprint_files(folder: Path, pattern: str = "*.safetensors") -> str:
+    """sha256 over the weight files' bytes (in name order): the identity of the weights for the run record."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(folder).glob(pattern)):
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,61 @@
+"""The peer adapter: Hugging Face transformers' own implementation of a local model folder.
+
+Same tokenization and scoring code as our reference adapter (harness.models.adapter), only the forward pass
+differs, so comparing the two isolates the model implementation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.models.adapter import ModelAdapter
+from harness.models.checkpoint import fingerprint_files
+from harness.models.reference import read_config
+from harness.models.tokenizer import load_tokenizer
+
+
+class TransformersAdapter(ModelAdapter):
+    def __init__(self, spec: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        from transformers import AutoModelForCausalLM
+
+        self.spec = spec
+        self.folder = Path(folder)
+        config = read_config(self.folder)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        self.model.to(self.device).eval()
+        self.tokenizer = load_tokenizer(self.folder)
+        self.max_length = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = "transformers:" + fingerprint_files(self.folder)
+        return self._fingerprint
+
+    def info(self) -> dict:
+        import transformers
+
+        return {
+            "implementation": f"transformers {transformers.__version__} {type(self.model).__name__}",
+            "folder": str(self.folder),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "max_length": self.max_length,
+            "prefix_token_id": self.prefix_token_id,
+        }
+
+    def _forward(self, input_ids, attention_mask=None, cache=None):
+        if attention_mask is None:
+            return self.model(input_ids=input_ids).logits, None
+        # transformers takes positions from the cache length unless told: count real tokens, as for left padding.
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values

@@ -1,0 +1,59 @@
+"""Aggregations that tasks name by string (see tasks/base.py), and their standard errors.
+
+stderr of a mean is the sample standard deviation (n - 1) over sqrt(n), as lm-eval reports it. Perplexity-like
+aggregates are not means of independent samples, so their stderr is a bootstrap over documents.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+BOOTSTRAP_ITERATIONS = 1000
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
+def weighted_perplexity(pairs: Sequence[tuple[float, float]]) -> float:
+    loglikelihood, weight = np.asarray(pairs, dtype=np.float64).sum(axis=0)
+    return float(math.exp(-loglikelihood / weight))
+
+
+def bits_per_byte(pairs: Sequence[tuple[float, float]]) -> float:
+    loglikelihood, size = np.asarray(pairs, dtype=np.float64).sum(axis=0)
+    return float(-loglikelihood / size / math.log(2))
+
+
+AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
+    "mean": mean,
+    "weighted_perplexity": weighted_perplexity,
+    "bits_per_byte": bits_per_byte,
+}
+
+
+def mean_stderr(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def bootstrap_stderr(aggregate: Callable, samples: Sequence[Any], seed: int,
+                     iterations: int = BOOTSTRAP_ITERATIONS) -> float | None:
+    if len(samples) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(samples), size=(iterations, len(samples)))
+    estimates = [aggregate([samples[i] for i in row]) for row in picks]
+    return float(np.std(estimates, ddof=1))
+
+
+def aggregate(name: str, samples: Sequence[Any], seed: int = 0) -> tuple[float, float | None]:
+    """(value, stderr) of one metric over its per-sample values."""
+    function = AGGREGATIONS[name]
+    value = function(samples)
+    stderr = mean_stderr(samples) if name == "mean" else bootstrap_stderr(function, samples, seed)
+    return value, stderr

@@ -1,0 +1,31 @@
+"""The results table: one row per task (or group) and metric."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = ["task", "metric", "value", "stderr", "n"]
+
+
+def results_frame(results: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for task, values in results.items():
+        for metric, value in values.items():
+            if metric in ("n", "members") or metric.endswith("_stderr"):
+                continue
+            rows.append({"task": task, "metric": metric, "value": value,
+                         "stderr": values.get(metric + "_stderr"), "n": values["n"]})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def print_results(frame: pd.DataFrame, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for row in frame.itertuples(index=False):
+        stderr = "n/a" if pd.isna(row.stderr) else f"{row.stderr:.4f}"
+        table.add_row(row.task, row.metric, f"{row.value:.4f}", stderr, str(row.n))
+    Console().print(table)

@@ -1,0 +1,80 @@
+"""The task protocol: what a benchmark file provides to the engine.
+
+A task loads its documents, turns each into requests (harness.requests), turns the responses into per-sample
+scores, and names how each metric aggregates. It never sees the model or the evaluator.
+
+Aggregations a task may name (the engine implements them in harness.stats):
+  "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
+  "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
+  "bits_per_byte"        -sum(loglikelihood) / sum(bytes) / ln 2 over (loglikelihood, bytes) samples
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.requests import Request
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@dataclass
+class Doc:
+    id: str  # stable within the task: the row's index in its file
+    fields: dict[str, Any]
+
+
+@dataclass
+class Metric:
+    name: str
+    aggregation: str = "mean"
+    higher_is_better: bool = True
+
+
+@dataclass
+class Task(ABC):
+    name: str
+    version: str = "1"
+    num_fewshot: int = 0
+    metrics: list[Metric] = field(default_factory=list)
+
+    @abstractmethod
+    def docs(self) -> list[Doc]:
+        """The evaluation documents, in the order the benchmark defines."""
+
+    @abstractmethod
+    def requests(self, doc: Doc) -> list[Request]:
+        """What to ask the model about one document."""
+
+    @abstractmethod
+    def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
+        """Per-sample values for each metric, from the responses to `requests(doc)`, in the same order."""
+
+    @abstractmethod
+    def target(self, doc: Doc) -> Any:
+        """The reference answer, as recorded in samples.jsonl."""
+
+    def data_files(self) -> list[Path]:
+        """Files whose sha256 identifies the data in the run record."""
+        return []
+
+    def fewshot_ids(self) -> list[str]:
+        return []
+
+    def prompt_template(self) -> str:
+        """A text that changes whenever the prompt format changes; its hash goes into the run record."""
+        return ""
+
+    def prompt_hash(self) -> str:
+        return hashlib.sha256(self.prompt_template().encode("utf-8")).hexdigest()[:16]
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise UserError(f"missing data file {path}")
+    return path

@@ -1,0 +1,111 @@
+"""The adapter's three request methods: batching, windows, generation and the peer implementation."""
+
+import pytest
+import torch
+
+from harness.models.adapter import rolling_windows
+from harness.models.reference import ReferenceAdapter
+from harness.models.transformers_peer import TransformersAdapter
+from harness.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
+from tests.tiny import make_tiny_llama_folder
+
+import tasks
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, smollm2):
+    folder = make_tiny_llama_folder(tmp_path_factory.mktemp("tiny"), smollm2.folder, max_positions=16)
+    return ReferenceAdapter("hf:tiny", folder)
+
+
+def mmlu_requests(count: int):
+    task = tasks.TASKS["mmlu_astronomy"](0)
+    docs = task.docs()[:count]
+    return [r for doc in docs for r in task.requests(doc)]
+
+
+def test_loglikelihood_does_not_move_with_batch_size(smollm2):
+    requests = mmlu_requests(6) + [LoglikelihoodRequest("", "An empty context."),
+                                   LoglikelihoodRequest("Trailing space ", "moves to the continuation")]
+    one = smollm2.loglikelihood(requests, batch_size=1)
+    eight = smollm2.loglikelihood(requests, batch_size=8)
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(one, eight)) <= 1e-4
+    assert [a.is_greedy for a in one] == [b.is_greedy for b in eight]
+
+
+def test_loglikelihood_is_the_sum_of_token_logprobs(smollm2):
+    context, continuation = "The capital of France is", " Paris, a city on the Seine."
+    context_ids = smollm2.encode(context)
+    whole = smollm2.encode(context + continuation)
+    with torch.no_grad():
+        logprobs = smollm2.model(torch.tensor([whole])).log_softmax(-1)[0]
+    expected = sum(logprobs[t - 1, whole[t]].item() for t in range(len(context_ids), len(whole)))
+    (result,) = smollm2.loglikelihood([LoglikelihoodRequest(context, continuation)])
+    assert result.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_rolling_windows_predict_every_token_once():
+    tokens = list(range(100, 137))
+    windows = rolling_windows(tokens, prefix_token=1, max_length=10)
+    assert [t for _, continuation in windows for t in continuation] == tokens
+    assert windows[0][0] == [1]
+    for (context, continuation), previous in zip(windows[1:], windows):
+        assert context == [previous[1][-1]] and len(continuation) <= 10
+    assert rolling_windows([], 1, 10) == []
+
+
+def test_rolling_loglikelihood_over_several_windows(tiny):
+    text = "Robert Boulter is an English film, television and theatre actor. " * 4
+    tokens = tiny.encode(text)
+    assert len(tokens) > 3 * tiny.max_length  # several windows of 16
+    with torch.no_grad():
+        expected = 0.0
+        for context, continuation in rolling_windows(tokens, tiny.prefix_token_id, tiny.max_length):
+            ids = (context + continuation)[:-1]
+            logprobs = tiny.model(torch.tensor([ids])).log_softmax(-1)[0]
+            expected += sum(logprobs[len(ids) - len(continuation) + i, t].item() for i, t in enumerate(continuation))
+    one = tiny.loglikelihood_rolling([RollingLoglikelihoodRequest(text)], batch_size=1)
+    many = tiny.loglikelihood_rolling([RollingLoglikelihoodRequest("Short."), RollingLoglikelihoodRequest(text)],
+                                      batch_size=8)
+    assert one[0] == pytest.approx(expected, abs=1e-3)
+    assert many[1] == pytest.approx(one[0], abs=1e-4)
+
+
+def naive_greedy(adapter, context: str, steps: int) -> list[int]:
+    ids = adapter.encode(context)
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(adapter.model(torch.tensor([ids + out]))[0, -1].argmax())
+            if token == adapter.tokenizer.eos_token_id:
+                break
+            out.append(token)
+    return out
+
+
+def test_greedy_generation_with_cache_and_padding_equals_naive_decoding(tiny):
+    contexts = ["Once upon a time", "The", "A much longer prompt to force left padding"]
+    expected = [tiny.tokenizer.decode(naive_greedy(tiny, c, 5), skip_special_tokens=True) for c in contexts]
+    requests = [GenerateRequest(c, max_tokens=5) for c in contexts]
+    assert tiny.generate_until(requests, batch_size=3) == expected
+    assert tiny.generate_until(requests, batch_size=1) == expected
+
+
+def test_generation_stops_at_stop_sequence(smollm2):
+    prompt = "<|im_start|>user\nCount: one, two, three, four, five, six.<|im_end|>\n<|im_start|>assistant\n"
+    free = smollm2.generate_until([GenerateRequest(prompt, max_tokens=20)])[0]
+    stop = free.strip()[3:6]
+    assert stop and stop in free
+    cut = smollm2.generate_until([GenerateRequest(prompt, stop=(stop,), max_tokens=20)])[0]
+    assert cut == free[:free.find(stop)]
+
+
+def test_reference_matches_transformers_on_the_real_model(smollm2):
+    peer = TransformersAdapter("transformers:smollm2", smollm2.folder)
+    requests = mmlu_requests(2)
+    ours = smollm2.loglikelihood(requests, batch_size=4)
+    theirs = peer.loglikelihood(requests, batch_size=4)
+    # fp32 on both sides; the implementations differ only in summation order.
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(ours, theirs)) <= 1e-4
+    prompt = [GenerateRequest("The three primary colours are", max_tokens=8)]
+    assert smollm2.generate_until(prompt) == peer.generate_until(prompt)

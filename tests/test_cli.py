@@ -1,0 +1,101 @@
+"""`harness run` and `harness list` as a user runs them: the run folder, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import tasks
+from harness.cli import main
+
+
+def harness(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "smollm2-135m", "--tasks", "mmlu_nonsense"], "unknown task 'mmlu_nonsense'"),
+    (["--model", "gpt-17", "--tasks", "wikitext"], "unknown model 'gpt-17'; known models: smollm2-135m"),
+    (["--model", "smollm2-135m:int3", "--tasks", "wikitext"], "unknown variant 'int3'"),
+    (["--model", "Not A Spec!", "--tasks", "wikitext"], "malformed model spec"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    result = harness("run", *args, "--output", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("harness: error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_limit_must_be_positive(limit):
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "wikitext", "--limit", limit)
+    assert result.returncode == 2 and "--limit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = harness("--debug", "run", "--model", "gpt-17", "--tasks", "wikitext")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_missing_data_file_names_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tasks.mmlu, "DATA_DIR", tmp_path)
+    code = main(["run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy", "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing data file" in err and "anatomy_test.csv" in err
+
+
+def test_malformed_csv_row_names_file_and_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mmlu" / "test").mkdir(parents=True)
+    (tmp_path / "mmlu" / "test" / "anatomy_test.csv").write_text(
+        "question,choice0,choice1,choice2,choice3,answer\nQ,a,b,c,d,1\nQ2,a,b,c,d,seven\n")
+    monkeypatch.setattr(tasks.mmlu, "DATA_DIR", tmp_path)
+    code = main(["run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy", "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "anatomy_test.csv" in err and "line 3" in err
+
+
+def test_list_prints_tasks_and_models():
+    listed = harness("list", "tasks").stdout.split()
+    assert {"mmlu", "mmlu_stem", "mmlu_world_religions", "wikitext"} <= set(listed)
+    assert sum(name.startswith("mmlu_") for name in listed) == 57 + 4
+    assert "smollm2-135m" in harness("list", "models").stdout
+
+
+def test_run_writes_the_run_record(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy,mmlu_astronomy",
+                     "--limit", "3", "--num-fewshot", "1", "--batch-size", "2", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"results: {out}" in result.stdout and "mmlu_anatomy" in result.stdout
+    record = json.loads((out / "results.json").read_text())
+    assert record["model"]["spec"] == "smollm2-135m" and len(record["model"]["fingerprint"]) == 64
+    assert record["model"]["dtype"] == "float32" and record["environment"]["versions"]["torch"]
+    anatomy = record["tasks"]["mmlu_anatomy"]
+    assert anatomy["fewshot_ids"] == ["dev:0"] and anatomy["docs_evaluated"] == 3 and anatomy["docs_total"] == 135
+    assert set(anatomy["data_sha256"]) == {"anatomy_test.csv", "anatomy_dev.csv"}
+    assert record["results"]["mmlu_anatomy"]["n"] == 3
+    assert 0 <= record["results"]["mmlu_anatomy"]["acc"] <= 1
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and {len(s["request_keys"]) for s in samples} == {4}
+    assert all(s["scores"]["acc"] in (0.0, 1.0) and s["target"] in "ABCD" for s in samples)
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.columns) == ["task", "metric", "value", "stderr", "n"]
+    assert set(table.task) == {"mmlu_anatomy", "mmlu_astronomy"}
+
+
+def test_results_do_not_move_with_batch_size(tmp_path):
+    records = []
+    for batch_size in ("1", "8"):
+        out = tmp_path / f"b{batch_size}"
+        assert harness("run", "--model", "smollm2-135m", "--tasks", "mmlu_college_biology", "--limit", "8",
+                       "--batch-size", batch_size, "--output", str(out)).returncode == 0
+        records.append(json.loads((out / "results.json").read_text()))
+    assert records[0]["results"] == records[1]["results"]
+
+
+def test_existing_output_folder_is_refused(tmp_path):
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "wikitext", "--output", str(tmp_path))
+    assert result.returncode == 2 and "already exists" in result.stderr

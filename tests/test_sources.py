@@ -1,0 +1,61 @@
+"""Where models come from: the Hub code path on a local folder in the Hub's cache layout, hf:PATH, GGUF checks."""
+
+import shutil
+
+import pytest
+
+from harness.errors import UserError
+from harness.models import sources
+from harness.models.registry import load_model, parse_spec
+from harness.requests import LoglikelihoodRequest
+from tests.tiny import make_tiny_llama_folder
+
+
+def hub_cache_with(repo_id: str, folder, cache):
+    """Lays `folder` out as huggingface_hub's cache does after a download of `repo_id`."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision
+
+
+def test_hub_repository_id_loads_through_snapshot_download(tmp_path, monkeypatch, smollm2):
+    tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2.folder)
+    snapshot = hub_cache_with("someone/tiny-llama", tiny, tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    adapter = load_model("hf:someone/tiny-llama")
+    assert adapter.folder == snapshot
+    local = load_model(f"hf:{tiny}")
+    request = [LoglikelihoodRequest("Hello", " world")]
+    assert adapter.loglikelihood(request)[0] == local.loglikelihood(request)[0]
+    with pytest.raises(UserError, match="cannot load someone/absent from the Hugging Face Hub"):
+        load_model("hf:someone/absent")
+
+
+def test_not_a_gguf_is_refused(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(UserError, match="not a GGUF file"):
+        sources.convert_gguf(fake, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_model_folder_is_complete(smollm2):
+    assert sources.packaged_smollm2_gguf() is not None
+    assert (smollm2.folder / sources.SOURCE_RECORD).is_file()
+    assert smollm2.fingerprint == sources.recorded_fingerprint(smollm2.folder)
+    info = smollm2.info()
+    assert info["parameters"] == 134_515_008 and info["max_length"] == 8192 and info["prefix_token_id"] == 1
+
+
+def test_model_specs():
+    assert parse_spec("smollm2-135m").name == "smollm2-135m"
+    assert parse_spec("hf:/some/path").path == "/some/path"
+    assert parse_spec("smollm2-135m:int8").variant == "int8"
+    with pytest.raises(UserError, match="needs a path"):
+        parse_spec("transformers:")

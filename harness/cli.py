@@ -15,37 +15,39 @@ from pathlib import Path
 from harness.errors import UserError
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type for integers >= minimum, with a message that names the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments end with one line (and exit code 2), like every other input error; --help shows usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Evaluate and benchmark language models.")
+    parser = OneLineErrorParser(prog="harness", description="Evaluate and benchmark language models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="evaluate a model on tasks and write a run folder")
     run.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or hf:PATH")
     run.add_argument("--tasks", required=True, help="comma-separated tasks or groups, e.g. mmlu,wikitext")
-    run.add_argument("--limit", type=positive_int, help="evaluate only the first N documents of each task")
-    run.add_argument("--num-fewshot", type=non_negative_int, default=0, help="few-shot examples (default 0)")
-    run.add_argument("--batch-size", type=positive_int, default=8, help="requests per forward pass (default 8)")
+    run.add_argument("--limit", type=int_at_least(1), help="evaluate only the first N documents of each task")
+    run.add_argument("--num-fewshot", type=int_at_least(0), default=0, help="few-shot examples (default 0)")
+    run.add_argument("--batch-size", type=int_at_least(1), default=8, help="requests per forward pass (default 8)")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("harness: interrupted; no run folder was written", file=sys.stderr)
         return 130

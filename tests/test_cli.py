@@ -33,6 +33,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
 def test_limit_must_be_positive(limit):
     result = harness("run", "--model", "smollm2-135m", "--tasks", "wikitext", "--limit", limit)
     assert result.returncode == 2 and "--limit" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_debug_shows_the_traceback():

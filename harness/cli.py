@@ -103,7 +103,7 @@ def run_command(args) -> int:
     from harness.evaluator import evaluate
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
-    from reports.tables import print_results, results_frame
+    from reports.tables import print_results
     from tasks.base import require_file
 
     # Everything that can be checked before loading the model is checked first.
@@ -141,7 +141,7 @@ def run_command(args) -> int:
         "wall_seconds": round(time.perf_counter() - clock, 3),
     }
     folder = write_run(output, record, evaluation.samples)
-    print_results(results_frame(evaluation.results), title=f"{args.model} ({record['wall_seconds']:.0f} s)")
+    print_results(evaluation.results, title=f"{args.model} ({record['wall_seconds']:.0f} s)")
     print(f"results: {folder}")
     return 0
 

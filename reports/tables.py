@@ -18,8 +18,19 @@ def results_frame(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def print_results(frame: pd.DataFrame, title: str) -> None:
+def print_results(results: dict[str, dict], title: str) -> None:
+    """Prints the tasks, then the groups (as lm-eval does), so the headline numbers end up last on screen."""
     from rich.console import Console
+
+    console = Console()
+    tasks = {name: values for name, values in results.items() if "members" not in values}
+    groups = {name: values for name, values in results.items() if "members" in values}
+    console.print(_rich_table(results_frame(tasks), title))
+    if groups:
+        console.print(_rich_table(results_frame(groups), "groups (weighted by task size)"))
+
+
+def _rich_table(frame: pd.DataFrame, title: str):
     from rich.table import Table
 
     table = Table(title=title)
@@ -28,4 +39,4 @@ def print_results(frame: pd.DataFrame, title: str) -> None:
     for row in frame.itertuples(index=False):
         stderr = "n/a" if pd.isna(row.stderr) else f"{row.stderr:.4f}"
         table.add_row(row.task, row.metric, f"{row.value:.4f}", stderr, str(row.n))
-    Console().print(table)
+    return table

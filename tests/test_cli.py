@@ -20,6 +20,7 @@ def harness(*args, cwd=None):
     (["--model", "gpt-17", "--tasks", "wikitext"], "unknown model 'gpt-17'; known models: smollm2-135m"),
     (["--model", "smollm2-135m:int3", "--tasks", "wikitext"], "unknown variant 'int3'"),
     (["--model", "Not A Spec!", "--tasks", "wikitext"], "malformed model spec"),
+    (["--model", "smollm2-135m", "--tasks", "wikitext", "--num-fewshot", "2"], "takes no few-shot examples"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     result = harness("run", *args, "--output", str(tmp_path / "run"))
@@ -39,6 +40,13 @@ def test_limit_must_be_positive(limit):
 def test_debug_shows_the_traceback():
     result = harness("--debug", "run", "--model", "gpt-17", "--tasks", "wikitext")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # these machines have none; a GPU box might
+    code = main(["run", "--model", "smollm2-135m", "--tasks", "wikitext", "--device", "cuda",
+                 "--output", str(tmp_path / "r")])
+    assert code == 2 and "no CUDA GPU is available" in capsys.readouterr().err
 
 
 def test_missing_data_file_names_the_file(tmp_path, monkeypatch, capsys):

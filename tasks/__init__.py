@@ -27,8 +27,10 @@ def expand(names: list[str]) -> list[str]:
         elif name in TASKS:
             members = [name]
         else:
-            raise UserError(f"unknown task {name!r}; run `harness list tasks` for the {len(TASKS)} tasks and "
-                            f"groups ({', '.join(sorted(set(GROUPS) | {'wikitext'}))}, ...)")
+            grouped = {member for members in GROUPS.values() for member in members}
+            top_level = sorted(set(GROUPS) | (set(TASKS) - grouped))
+            raise UserError(f"unknown task {name!r}; choose from {', '.join(top_level)} "
+                            f"(`harness list tasks` shows all {len(TASKS)} tasks)")
         result.extend(m for m in members if m not in result)
     return result
 

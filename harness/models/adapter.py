@@ -17,10 +17,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from harness.models.checkpoint import fingerprint_files
 from harness.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -50,20 +52,39 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> li
 
 
 class ModelAdapter(ABC):
-    """What the engine needs of a model. `spec` is what the user typed; `fingerprint` identifies the weights."""
+    """What the engine needs of a model. `spec` is what the user typed; `folder` holds the weights and tokenizer.
+    Subclasses set these attributes, `implementation` (a name for the run record) and `model` (a torch module)."""
 
     spec: str
+    folder: Path
+    implementation: str
+    model: torch.nn.Module
     tokenizer: Any
     max_length: int
     device: torch.device
     dtype: torch.dtype
+    weights_sha256: str | None = None  # known from conversion, or computed on first use
 
     @property
-    @abstractmethod
-    def fingerprint(self) -> str: ...
+    def fingerprint(self) -> str:
+        """Identifies the weights (and, in subclasses, anything else that changes the numbers)."""
+        if self.weights_sha256 is None:
+            self.weights_sha256 = fingerprint_files(self.folder)
+        return self.weights_sha256
 
-    @abstractmethod
-    def info(self) -> dict: ...
+    def info(self) -> dict:
+        parameters = list(self.model.parameters())
+        return {
+            "implementation": self.implementation,
+            "folder": str(self.folder),
+            "parameters": sum(p.numel() for p in parameters),
+            "bytes": sum(p.numel() * p.element_size() for p in parameters),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "max_length": self.max_length,
+            "bos_token_id": self.tokenizer.bos_token_id,
+            "prefix_token_id": self.prefix_token_id,
+        }
 
     @abstractmethod
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None):

@@ -9,7 +9,6 @@ import torch
 
 from harness.errors import UserError
 from harness.models.adapter import ModelAdapter
-from harness.models.checkpoint import fingerprint_files
 from harness.models.llama import load_llama
 from harness.models.tokenizer import load_tokenizer
 
@@ -18,7 +17,7 @@ SUPPORTED_MODEL_TYPES = ("llama",)
 
 class ReferenceAdapter(ModelAdapter):
     def __init__(self, spec: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 fingerprint: str | None = None):
+                 weights_sha256: str | None = None):
         self.spec = spec
         self.folder = Path(folder)
         config = read_config(self.folder)
@@ -31,27 +30,8 @@ class ReferenceAdapter(ModelAdapter):
         self.model = load_llama(self.folder, dtype=dtype, device=device)
         self.tokenizer = load_tokenizer(self.folder)
         self.max_length = self.model.config.max_position_embeddings
-        self._fingerprint = fingerprint
-
-    @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint_files(self.folder)
-        return self._fingerprint
-
-    def info(self) -> dict:
-        parameters = self.model.num_parameters()
-        return {
-            "implementation": "reference-llama",
-            "folder": str(self.folder),
-            "parameters": parameters,
-            "bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(self.device),
-            "max_length": self.max_length,
-            "bos_token_id": self.tokenizer.bos_token_id,
-            "prefix_token_id": self.prefix_token_id,
-        }
+        self.weights_sha256 = weights_sha256
+        self.implementation = "reference-llama"
 
     def _forward(self, input_ids, attention_mask=None, cache=None):
         if cache is None and attention_mask is not None:

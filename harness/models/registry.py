@@ -74,14 +74,16 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         raise UserError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
 
+    if spec.name == "transformers":
+        folder = Path(spec.path).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"transformers:PATH needs a local model folder; {spec.path!r} is not one")
+        return TransformersAdapter(text, folder, device, torch_dtype)
     if spec.name == "smollm2-135m":
         folder = sources.smollm2_folder(progress)
-        return ReferenceAdapter(text, folder, device, torch_dtype, fingerprint=sources.recorded_fingerprint(folder))
-    folder = Path(spec.path).expanduser()
-    if spec.name == "hf":
+    else:  # hf:PATH, a local folder or else a Hub repository id
+        folder = Path(spec.path).expanduser()
         if not folder.exists():
             folder = sources.hub_folder(spec.path)
-        return ReferenceAdapter(text, folder, device, torch_dtype, fingerprint=sources.recorded_fingerprint(folder))
-    if not folder.is_dir():
-        raise UserError(f"transformers:PATH needs a local model folder; {spec.path!r} is not one")
-    return TransformersAdapter(text, folder, device, torch_dtype)
+    recorded = sources.recorded_fingerprint(folder)  # converted folders know their weights' sha256
+    return ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded)

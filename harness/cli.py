@@ -101,6 +101,7 @@ def run_command(args) -> int:
     import tasks as task_registry
     from harness import __version__
     from harness.evaluator import evaluate
+    from harness.models.adapter import MAX_BATCH_POSITIONS
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
     from reports.tables import print_results
@@ -132,7 +133,7 @@ def run_command(args) -> int:
         "model": {"spec": args.model, "fingerprint": adapter.fingerprint, **adapter.info()},
         "settings": {
             "tasks": task_names, "limit": args.limit, "num_fewshot": args.num_fewshot,
-            "batch_size": args.batch_size, "batch_policy": "fixed count, longest first, at most 16384 positions",
+            "batch_size": args.batch_size, "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": args.device, "dtype": args.dtype, "seed": args.seed, "chat_template": False,
         },
         "tasks": evaluation.task_records,

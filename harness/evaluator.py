@@ -43,7 +43,7 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
     for name in task_names:
         task = built[name] = task_registry.TASKS[name](num_fewshot)
         docs = task.docs()
-        selected = docs[:limit] if limit else docs
+        selected = docs[:limit]
         for doc in selected:
             planned.append((task, doc, task.requests(doc)))
         evaluation.task_records[name] = describe_task(task, len(docs), len(selected))

@@ -44,13 +44,19 @@ def test_loglikelihood_is_the_sum_of_token_logprobs(smollm2):
     assert result.logprob == pytest.approx(expected, abs=1e-4)
 
 
-def test_rolling_windows_predict_every_token_once():
-    tokens = list(range(100, 137))
-    windows = rolling_windows(tokens, prefix_token=1, max_length=10)
-    assert [t for _, continuation in windows for t in continuation] == tokens
-    assert windows[0][0] == [1]
-    for (context, continuation), previous in zip(windows[1:], windows):
-        assert context == [previous[1][-1]] and len(continuation) <= 10
+def test_rolling_windows_as_lm_eval_defines_them():
+    # lm-eval 0.4.13, utils.get_rolling_token_windows(max_seq_len=10, context_len=1) + make_disjoint_window,
+    # worked by hand for 37 tokens: full windows after the first see one token of context, and the last,
+    # shorter window is conditioned on as many earlier tokens as fill the model's window of 10.
+    t = list(range(100, 137))
+    assert rolling_windows(t, prefix_token=1, max_length=10) == [
+        ([1], t[0:10]),
+        ([t[9]], t[10:20]),
+        ([t[19]], t[20:30]),
+        (t[26:30], t[30:37]),
+    ]
+    assert rolling_windows(t[:10], 1, 10) == [([1], t[:10])]
+    assert rolling_windows(t[:11], 1, 10) == [([1], t[:10]), (t[:10], t[10:11])]
     assert rolling_windows([], 1, 10) == []
 
 

@@ -6,9 +6,9 @@ follows lm-evaluation-harness 0.4.x so that scores are comparable with the field
     the continuation's tokens are what the whole has beyond the context's; an empty context is replaced by the
     prefix token (BOS, or EOS where a tokenizer has none); inputs longer than the model's window are cut from
     the left.
-  - loglikelihood_rolling: the text is cut into disjoint windows of the model's maximum length; the first window
-    is predicted from the prefix token, each later one from the single token before it, so every token is
-    predicted exactly once.
+  - loglikelihood_rolling: the text is cut into disjoint windows of the model's maximum length, every token
+    predicted exactly once; the first window is predicted from the prefix token, each later one from the tokens
+    before it that still fit in the model's window.
 Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) and describe themselves.
 """
 
@@ -39,13 +39,21 @@ Progress = Callable[[int], None]
 
 
 def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(context, continuation) token windows covering `tokens`, each token predicted once (lm-eval's
-    get_rolling_token_windows with context_len=1, made disjoint)."""
+    """(context, continuation) token windows covering `tokens`, each token predicted exactly once.
+
+    lm-eval's get_rolling_token_windows with context_len=1, made disjoint: windows of up to `max_length`
+    predicted tokens; the first is conditioned on the prefix token alone, and each later one on as many of the
+    tokens before it as still fit in the model's window (a single token after a full window, more before a last,
+    shorter one).
+    """
     windows = []
     predicted = 0
     while predicted < len(tokens):
         length = min(max_length, len(tokens) - predicted)
-        context = [prefix_token] if predicted == 0 else [tokens[predicted - 1]]
+        if predicted == 0:
+            context = [prefix_token]
+        else:
+            context = tokens[predicted + length - max_length - 1:predicted]
         windows.append((context, tokens[predicted:predicted + length]))
         predicted += length
     return windows

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from harness import stats
+from tasks.base import Doc
 from tasks.wikitext import WikiText, detokenize, split_articles
 
 
@@ -33,9 +34,10 @@ def test_detokenizer_examples():
 def test_metrics_count_words_and_bytes_on_the_original_page():
     task = WikiText(name="wikitext")
     page = " = T = \n caf\u00e9 @-@ bar \n"
-    (request,) = task.requests(type("D", (), {"fields": {"page": page}})())
+    doc = Doc("0", {"page": page})
+    (request,) = task.requests(doc)
     assert request.text == detokenize(page)
-    scores = task.score(type("D", (), {"fields": {"page": page}})(), [-10.0])
+    scores = task.score(doc, [-10.0])
     words = len(" = T = \n caf\u00e9 @-@ bar \n".split()) + 2  # re.split on whitespace keeps the empty ends
     assert scores["word_perplexity"] == (-10.0, words)
     assert scores["byte_perplexity"] == (-10.0, len(page.encode("utf-8")))

@@ -133,7 +133,8 @@ def run_command(args) -> int:
         "model": {"spec": args.model, "fingerprint": adapter.fingerprint, **adapter.info()},
         "settings": {
             "tasks": task_names, "limit": args.limit, "num_fewshot": args.num_fewshot,
-            "batch_size": args.batch_size, "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
+            "batch_size": args.batch_size,
+            "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": args.device, "dtype": args.dtype, "seed": args.seed, "chat_template": False,
         },
         "tasks": evaluation.task_records,

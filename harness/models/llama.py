@@ -220,9 +220,6 @@ class Llama(nn.Module):
         diagonal[torch.arange(seq), past + torch.arange(seq)] = True
         return (mask | diagonal[None])[:, None]
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 def load_llama(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Llama:
     """Builds the model from `config.json` and loads every `*.safetensors` in a Hugging Face LLaMA-layout folder."""

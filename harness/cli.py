@@ -46,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or hf:PATH")
     run.add_argument("--tasks", required=True, help="comma-separated tasks or groups, e.g. mmlu,wikitext")
     run.add_argument("--limit", type=int_at_least(1), help="evaluate only the first N documents of each task")
-    run.add_argument("--num-fewshot", type=int_at_least(0), default=0, help="few-shot examples (default 0)")
+    run.add_argument("--num-fewshot", type=int_at_least(0),
+                     help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
+    run.add_argument("--apply-chat-template", action="store_true",
+                     help="write prompts through the model's chat template, each few-shot example its own turn")
+    run.add_argument("--system-prompt", help="a system message (with --apply-chat-template), or text before the prompt")
+    run.add_argument("--data-dir", type=Path, help="a local copy of data that is not shipped (mnli, qqp), "
+                                                   "in the layout of the Hub's nyu-mll/glue")
     run.add_argument("--batch-size", type=int_at_least(1), default=8, help="requests per forward pass (default 8)")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -100,12 +106,12 @@ def run_command(args) -> int:
 
     import tasks as task_registry
     from harness import __version__
-    from harness.evaluator import evaluate
+    from harness.evaluator import PromptFormat, evaluate
     from harness.models.adapter import MAX_BATCH_POSITIONS
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
     from reports.tables import print_results
-    from tasks.base import require_file
+    from tasks.base import TaskOptions, require_file
 
     # Everything that can be checked before loading the model is checked first.
     requested = [name.strip() for name in args.tasks.split(",") if name.strip()]
@@ -116,16 +122,22 @@ def run_command(args) -> int:
     started = datetime.now(timezone.utc)
     output = args.output or Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}"
     check_output_folder(output)
-    for name in task_names:  # a bad few-shot count or missing data file fails now, not after other tasks ran
-        for path in task_registry.TASKS[name](args.num_fewshot).data_files():
+    options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir)
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder")
+    for name in task_names:  # a bad few-shot count or missing data fails now, not after other tasks ran
+        task = task_registry.build(name, options)
+        task.docs()
+        for path in task.data_files():
             require_file(path)
+    prompt_format = PromptFormat(chat_template=args.apply_chat_template, system_prompt=args.system_prompt)
 
     clock = time.perf_counter()
     torch.manual_seed(args.seed)
     adapter = load_model(args.model, device=args.device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
-    evaluation = evaluate(adapter, task_names, limit=args.limit, num_fewshot=args.num_fewshot,
-                          batch_size=args.batch_size, seed=args.seed)
+    evaluation = evaluate(adapter, task_names, limit=args.limit, options=options, batch_size=args.batch_size,
+                          seed=args.seed, prompt_format=prompt_format)
     record = {
         "harness_version": __version__,
         "created": started.isoformat(),
@@ -135,7 +147,8 @@ def run_command(args) -> int:
             "tasks": task_names, "limit": args.limit, "num_fewshot": args.num_fewshot,
             "batch_size": args.batch_size,
             "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
-            "device": args.device, "dtype": args.dtype, "seed": args.seed, "chat_template": False,
+            "device": args.device, "dtype": args.dtype, "seed": args.seed, "data_dir": args.data_dir and str(args.data_dir),
+            **prompt_format.describe(adapter),
         },
         "tasks": evaluation.task_records,
         "results": evaluation.results,
@@ -143,7 +156,14 @@ def run_command(args) -> int:
         "wall_seconds": round(time.perf_counter() - clock, 3),
     }
     folder = write_run(output, record, evaluation.samples)
-    print_results(evaluation.results, title=f"{args.model} ({record['wall_seconds']:.0f} s)")
+    chat = "chat template" if args.apply_chat_template else "no chat template"
+    print_results(evaluation.results, title=f"{args.model}, {chat} ({record['wall_seconds']:.0f} s)")
+    for name, task_record in evaluation.task_records.items():
+        empty, total = task_record.get("empty_generations", 0), task_record["docs_evaluated"]
+        if empty:
+            advice = ("; an instruction-tuned model may need --apply-chat-template" if not args.apply_chat_template
+                      else "")
+            print(f"warning: {name}: {empty} of {total} generations are empty{advice}", file=sys.stderr)
     print(f"results: {folder}")
     return 0
 

@@ -1,15 +1,16 @@
 """The evaluator: the one place that knows tasks, requests and models together.
 
-For each task it takes the documents (the first `limit`), asks the task for requests, sends all requests of one
-kind, from every task, to the adapter in one batched call (so batches fill across tasks), hands the responses
-back to the tasks for per-sample scores, and aggregates them per task and per group.
+For each task it takes the documents (the first `limit`), asks the task for requests, renders their prompts (plain,
+or through the model's chat template), sends all requests of one kind, from every task, to the adapter in one
+batched call (so batches fill across tasks), hands the responses back to the tasks for per-sample scores, and
+aggregates them per task and per group.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,33 @@ from tqdm import tqdm
 import tasks as task_registry
 from harness import stats
 from harness.models.adapter import ModelAdapter
-from harness.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
-from tasks.base import Doc, Task
+from harness.prompts import Prompt
+from harness.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
+from tasks.base import Doc, Task, TaskOptions
 
 ADAPTER_METHODS = {
     LoglikelihoodRequest: "loglikelihood",
     RollingLoglikelihoodRequest: "loglikelihood_rolling",
     GenerateRequest: "generate_until",
 }
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How prompts become text: as plain text (the default), or through the model's chat template."""
+
+    chat_template: bool = False
+    system_prompt: str | None = None
+    fewshot_as_multiturn: bool = True  # with a chat template: each example its own user and assistant turn
+
+    def describe(self, adapter: ModelAdapter) -> dict:
+        template = adapter.chat_template if self.chat_template else None
+        return {
+            "chat_template": self.chat_template,
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+            "system_prompt": self.system_prompt,
+            "fewshot_as_multiturn": self.fewshot_as_multiturn if self.chat_template else None,
+        }
 
 
 @dataclass
@@ -35,17 +55,18 @@ class Evaluation:
     samples: list[dict] = field(default_factory=list)  # one per scored document
 
 
-def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = None, num_fewshot: int = 0,
-             batch_size: int = 1, seed: int = 0) -> Evaluation:
+def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = None,
+             options: TaskOptions = TaskOptions(), batch_size: int = 1, seed: int = 0,
+             prompt_format: PromptFormat = PromptFormat()) -> Evaluation:
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
     built: dict[str, Task] = {}
     for name in task_names:
-        task = built[name] = task_registry.TASKS[name](num_fewshot)
+        task = built[name] = task_registry.build(name, options)
         docs = task.docs()
         selected = docs[:limit]
         for doc in selected:
-            planned.append((task, doc, task.requests(doc)))
+            planned.append((task, doc, [render(r, adapter, prompt_format) for r in task.requests(doc)]))
         evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
 
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed)
@@ -60,6 +81,7 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
         evaluation.samples.append({
             "task": task.name,
             "doc_id": doc.id,
+            "prompt": getattr(requests[0], "context", None),
             "request_keys": [r.key for r in requests],
             "target": task.target(doc),
             "response": [answer_to_json(a) for a in answers],
@@ -68,13 +90,49 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
 
     for name in task_names:
         evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed)
+    empty = count_empty_generations(planned, responses)
+    for name, count in empty.items():
+        evaluation.task_records[name]["empty_generations"] = count
     for group, members in task_registry.groups_covering(task_names).items():
-        # Pooling every question weights each task by its size, as lm-eval's MMLU groups do.
-        pooled = [s for member in members for s in per_task_scores[member]]
-        result = aggregate_scores(pooled, built[members[0]].metrics, seed)
+        if task_registry.GROUP_AGGREGATION.get(group, "pooled") == "macro":
+            scores, stderrs = zip(*(built[m].headline(evaluation.results[m]) for m in members))
+            value, stderr = stats.macro_average(scores, stderrs)
+            result = {"n": sum(evaluation.results[m]["n"] for m in members), "score": value, "score_stderr": stderr}
+        else:
+            # Pooling every question weights each task by its size, as lm-eval's MMLU groups do.
+            pooled = [s for member in members for s in per_task_scores[member]]
+            result = aggregate_scores(pooled, built[members[0]].metrics, seed)
         result["members"] = members
         evaluation.results[group] = result
     return evaluation
+
+
+def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat) -> Request:
+    """The request as the model will see it: its Prompt written out as plain text or through the chat template.
+    With a chat template, a multiple-choice continuation loses its leading delimiter (the reply starts a new
+    assistant turn), as lm-eval does."""
+    context = getattr(request, "context", None)
+    if not isinstance(context, Prompt):
+        return request
+    if not prompt_format.chat_template:
+        return replace(request, context=context.text(prompt_format.system_prompt))
+    text = adapter.apply_chat_template(context.messages(prompt_format.system_prompt, prompt_format.fewshot_as_multiturn))
+    if isinstance(request, LoglikelihoodRequest):
+        return replace(request, context=text, continuation=request.continuation.removeprefix(context.target_delimiter))
+    return replace(request, context=text)
+
+
+def count_empty_generations(planned: list[tuple[Task, Doc, list]], responses: list[Any]) -> dict[str, int]:
+    """Per generation task, how many texts came back empty: an instruction-tuned model given a raw prompt often
+    ends its turn at once, and the user should hear of it rather than read a silent zero."""
+    counts: dict[str, int] = {}
+    position = 0
+    for task, _, requests in planned:
+        for request, response in zip(requests, responses[position:position + len(requests)]):
+            if isinstance(request, GenerateRequest):
+                counts[task.name] = counts.get(task.name, 0) + (response.strip() == "")
+        position += len(requests)
+    return counts
 
 
 def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int) -> list[Any]:

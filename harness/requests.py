@@ -3,9 +3,10 @@
 Three kinds, after lm-evaluation-harness's proven cut:
   - LoglikelihoodRequest(context, continuation) -> LoglikelihoodResult(logprob, is_greedy)
   - RollingLoglikelihoodRequest(text) -> float, the summed log-probability of every token of `text`
-  - GenerateRequest(context, stop, max_tokens, temperature) -> str
+  - GenerateRequest(context, stop, max_tokens, temperature, top_p) -> str
 Each request is a frozen dataclass; its `key` (sha256 of its fields) names it in samples.jsonl and, later, in the
-response cache.
+response cache. Tasks may give a context as a `Prompt` (harness.prompts); the evaluator renders it to text, plain or
+through the model's chat template, before the model sees it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+
+from harness.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Request:
 
 @dataclass(frozen=True)
 class LoglikelihoodRequest(Request):
-    context: str
+    context: str | Prompt
     continuation: str
 
 
@@ -40,10 +43,11 @@ class RollingLoglikelihoodRequest(Request):
 
 @dataclass(frozen=True)
 class GenerateRequest(Request):
-    context: str
+    context: str | Prompt
     stop: tuple[str, ...] = ()
     max_tokens: int = 256
-    temperature: float = 0.0
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0  # nucleus sampling: draw from the smallest set of tokens whose probability reaches top_p
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Aggregations that tasks name by string (see tasks/base.py), and their standard errors.
 
 stderr of a mean is the sample standard deviation (n - 1) over sqrt(n), as lm-eval reports it. Perplexity-like
-aggregates are not means of independent samples, so their stderr is a bootstrap over documents.
+aggregates and correlations are not means of independent samples, so their stderr is a bootstrap over documents.
 """
 
 from __future__ import annotations
@@ -28,10 +28,44 @@ def bits_per_byte(pairs: Sequence[tuple[float, float]]) -> float:
     return float(-loglikelihood / size / math.log(2))
 
 
+def mcc(pairs: Sequence[tuple[int, int]]) -> float:
+    """Matthews correlation of (gold, predicted) labels, as lm-eval computes it (scikit-learn)."""
+    from sklearn.metrics import matthews_corrcoef
+
+    gold, predicted = zip(*pairs)
+    return float(matthews_corrcoef(gold, predicted))
+
+
+def f1(pairs: Sequence[tuple[int, int]]) -> float:
+    """F1 of the positive label 1 over (gold, predicted) labels, as lm-eval computes it (scikit-learn)."""
+    from sklearn.metrics import f1_score
+
+    gold, predicted = zip(*pairs)
+    return float(f1_score(gold, predicted, zero_division=0.0))
+
+
+def pearson(pairs: Sequence[tuple[float, float]]) -> float:
+    from scipy.stats import pearsonr
+
+    predicted, gold = np.asarray(pairs, dtype=np.float64).T
+    return float(pearsonr(predicted, gold).statistic)
+
+
+def spearman(pairs: Sequence[tuple[float, float]]) -> float:
+    from scipy.stats import spearmanr
+
+    predicted, gold = np.asarray(pairs, dtype=np.float64).T
+    return float(spearmanr(predicted, gold).statistic)
+
+
 AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
     "mean": mean,
     "weighted_perplexity": weighted_perplexity,
     "bits_per_byte": bits_per_byte,
+    "mcc": mcc,
+    "f1": f1,
+    "pearson": pearson,
+    "spearman": spearman,
 }
 
 
@@ -49,6 +83,14 @@ def bootstrap_stderr(aggregate: Callable, samples: Sequence[Any], seed: int,
     picks = rng.integers(0, len(samples), size=(iterations, len(samples)))
     estimates = [aggregate([samples[i] for i in row]) for row in picks]
     return float(np.std(estimates, ddof=1))
+
+
+def macro_average(values: Sequence[float], stderrs: Sequence[float | None]) -> tuple[float, float | None]:
+    """The plain mean of independent tasks' scores; its stderr combines theirs: sqrt(sum(se^2)) / k."""
+    value = float(np.mean(values))
+    if any(se is None for se in stderrs):
+        return value, None
+    return value, float(math.sqrt(sum(se * se for se in stderrs)) / len(stderrs))
 
 
 def aggregate(name: str, samples: Sequence[Any], seed: int = 0) -> tuple[float, float | None]:

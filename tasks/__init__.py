@@ -1,7 +1,11 @@
 """The task registry: every benchmark file registers its tasks and groups here.
 
-`TASKS` maps a task name to a factory taking `num_fewshot`; `GROUPS` maps a group name to its members (tasks or
-other groups). `expand` turns the names a user typed into the list of tasks to run.
+`TASKS` maps a task name to a factory taking `TaskOptions`; `GROUPS` maps a group name to its members (tasks or
+other groups). `expand` turns the names a user typed into the list of tasks to run. `GROUP_AGGREGATION` says how a
+group's row in the results is made:
+  "pooled" (the default)  its tasks' samples pooled, so each task weighs by its size (lm-eval's MMLU groups)
+  "macro"                 the plain mean of its tasks' headline scores (the GLUE benchmark's score)
+  "none"                  no row: the group only names tasks that measure different things (TruthfulQA)
 """
 
 from __future__ import annotations
@@ -9,13 +13,18 @@ from __future__ import annotations
 from typing import Callable
 
 from harness.errors import UserError
-from tasks import mmlu, wikitext
-from tasks.base import Task
+from tasks import glue, gsm8k, mmlu, truthfulqa, wikitext
+from tasks.base import Task, TaskOptions
 
-TASKS: dict[str, Callable[[int], Task]] = {}
+TASKS: dict[str, Callable[[TaskOptions], Task]] = {}
 GROUPS: dict[str, list[str]] = {}
-for module in (mmlu, wikitext):
+for module in (mmlu, glue, gsm8k, truthfulqa, wikitext):
     module.register(TASKS, GROUPS)
+GROUP_AGGREGATION = {"glue": "macro", "truthfulqa": "none"}
+
+
+def build(name: str, options: TaskOptions = TaskOptions()) -> Task:
+    return TASKS[name](options)
 
 
 def expand(names: list[str]) -> list[str]:
@@ -38,4 +47,5 @@ def expand(names: list[str]) -> list[str]:
 def groups_covering(task_names: list[str]) -> dict[str, list[str]]:
     """Each group whose tasks all ran, with its tasks: these get an aggregate row in the results."""
     chosen = set(task_names)
-    return {group: expand([group]) for group in GROUPS if set(expand([group])) <= chosen}
+    return {group: expand([group]) for group in GROUPS
+            if set(expand([group])) <= chosen and GROUP_AGGREGATION.get(group) != "none"}

@@ -3,10 +3,14 @@
 A task loads its documents, turns each into requests (harness.requests), turns the responses into per-sample
 scores, and names how each metric aggregates. It never sees the model or the evaluator.
 
-Aggregations a task may name (the engine implements them in harness.stats):
+A context may be a `Prompt` (harness.prompts), so that the engine can apply a chat template when the user asks.
+
+Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr):
   "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
   "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
   "bits_per_byte"        -sum(loglikelihood) / sum(bytes) / ln 2 over (loglikelihood, bytes) samples
+  "mcc", "f1"            Matthews correlation and F1 (positive label 1) over (gold, predicted) label samples
+  "pearson", "spearman"  correlation over (predicted, gold) value samples
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from harness.errors import UserError
 from harness.requests import Request
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What the user chose that a task may need; each task reads what applies to it."""
+
+    num_fewshot: int | None = None  # None: the task's own default
+    data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
+
+    def fewshot(self, default: int) -> int:
+        return default if self.num_fewshot is None else self.num_fewshot
 
 
 @dataclass
@@ -58,6 +73,12 @@ class Task(ABC):
     @abstractmethod
     def target(self, doc: Doc) -> Any:
         """The reference answer, as recorded in samples.jsonl."""
+
+    def headline(self, result: dict[str, Any]) -> tuple[float, float | None]:
+        """The task's one number and its stderr, from its aggregated result: what a macro-averaged group (GLUE)
+        averages."""
+        name = self.metrics[0].name
+        return result[name], result.get(name + "_stderr")
 
     def data_files(self) -> list[Path]:
         """Files whose sha256 identifies the data in the run record."""

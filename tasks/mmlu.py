@@ -20,8 +20,9 @@ from functools import cached_property
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.prompts import Prompt
 from harness.requests import LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from tasks.base import DATA_DIR, Doc, Metric, Task, TaskOptions, require_file
 
 LETTERS = ["A", "B", "C", "D"]
 VERSION = "1.0"  # lm-eval's mmlu subtask version whose prompt this reproduces
@@ -87,14 +88,14 @@ class MMLUSubject(Task):
         return f"The following are multiple choice questions (with answers) about {self.subject.replace('_', ' ')}.\n\n"
 
     @cached_property
-    def fewshot_prefix(self) -> str:
+    def shots(self) -> tuple[tuple[str, str], ...]:
         if not self.num_fewshot:
-            return ""
+            return ()
         examples = read_split(self._path("dev"))[: self.num_fewshot]
-        return "".join(f"{format_question(row)} {LETTERS[row['answer']]}\n\n" for row in examples)
+        return tuple((format_question(row), LETTERS[row["answer"]]) for row in examples)
 
-    def prompt(self, doc: Doc) -> str:
-        return self.description() + self.fewshot_prefix + format_question(doc.fields)
+    def prompt(self, doc: Doc) -> Prompt:
+        return Prompt(format_question(doc.fields), self.shots, self.description())
 
     def requests(self, doc: Doc) -> list[LoglikelihoodRequest]:
         context = self.prompt(doc)
@@ -120,8 +121,8 @@ class MMLUSubject(Task):
 
 def register(tasks: dict, groups: dict) -> None:
     for subject in SUBJECTS:
-        tasks[f"mmlu_{subject}"] = lambda num_fewshot, s=subject: MMLUSubject(
-            name=f"mmlu_{s}", subject=s, num_fewshot=num_fewshot)
+        tasks[f"mmlu_{subject}"] = lambda options, s=subject: MMLUSubject(
+            name=f"mmlu_{s}", subject=s, num_fewshot=options.fewshot(0))
     for category, subjects in CATEGORIES.items():
         groups[f"mmlu_{category}"] = [f"mmlu_{s}" for s in sorted(subjects)]
     groups["mmlu"] = [f"mmlu_{c}" for c in CATEGORIES]

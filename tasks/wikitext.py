@@ -121,4 +121,4 @@ class WikiText(Task):
 
 
 def register(tasks: dict, groups: dict) -> None:
-    tasks["wikitext"] = lambda num_fewshot: WikiText(name="wikitext", num_fewshot=num_fewshot)
+    tasks["wikitext"] = lambda options: WikiText(name="wikitext", num_fewshot=options.fewshot(0))

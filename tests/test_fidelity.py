@@ -14,7 +14,7 @@ LM_EVAL_WIKITEXT_LOGLIKELIHOOD = {0: -3315.25, 3: -23113.901611328125}
 
 
 def test_wikitext_document_loglikelihoods_match_lm_eval(smollm2):
-    task = tasks.TASKS["wikitext"](0)
+    task = tasks.build("wikitext")
     docs = task.docs()
     requests = [task.requests(docs[index])[0] for index in LM_EVAL_WIKITEXT_LOGLIKELIHOOD]
     ours = smollm2.loglikelihood_rolling(requests, batch_size=1)

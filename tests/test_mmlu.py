@@ -6,7 +6,7 @@ import pytest
 
 import tasks
 from harness.evaluator import aggregate_scores
-from tasks.base import Metric
+from tasks.base import Metric, TaskOptions
 from tasks.mmlu import CATEGORIES, SUBJECTS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -17,9 +17,9 @@ def test_prompt_equals_lm_eval_byte_for_byte(shots):
     # Golden files: the context lm-eval 0.4.13 built for doc 0 of abstract_algebra (its --log_samples output
     # on the same data, see docs/fidelity.md).
     expected = (GOLDEN / f"mmlu_abstract_algebra_doc0_{shots}shot.txt").read_text(encoding="utf-8")
-    task = tasks.TASKS["mmlu_abstract_algebra"](shots)
+    task = tasks.build("mmlu_abstract_algebra", TaskOptions(num_fewshot=shots))
     requests = task.requests(task.docs()[0])
-    assert [r.context for r in requests] == [expected] * 4
+    assert [r.context.text() for r in requests] == [expected] * 4
     assert [r.continuation for r in requests] == [" A", " B", " C", " D"]
 
 
@@ -27,7 +27,7 @@ def test_57_subjects_in_four_categories_with_all_test_rows():
     assert len(SUBJECTS) == 57 and len(set(SUBJECTS)) == 57
     assert {c: len(s) for c, s in CATEGORIES.items()} == {"stem": 19, "humanities": 13, "social_sciences": 12,
                                                           "other": 13}
-    assert sum(len(tasks.TASKS[f"mmlu_{s}"](0).docs()) for s in SUBJECTS) == 14042
+    assert sum(len(tasks.build(f"mmlu_{s}").docs()) for s in SUBJECTS) == 14042
     assert len(tasks.expand(["mmlu"])) == 57
 
 
@@ -35,7 +35,7 @@ def test_few_shot_beyond_the_dev_split_is_refused():
     from harness.errors import UserError
 
     with pytest.raises(UserError, match="at most 5"):
-        tasks.TASKS["mmlu_anatomy"](6)
+        tasks.build("mmlu_anatomy", TaskOptions(num_fewshot=6))
 
 
 def test_groups_weight_subjects_by_size():

@@ -14,6 +14,7 @@ Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) a
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from functools import cached_property
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from harness.errors import UserError
 from harness.models.checkpoint import fingerprint_files
 from harness.requests import (
     GenerateRequest,
@@ -116,6 +118,18 @@ class ModelAdapter(ABC):
             return self.tokenizer.encode(text, add_special_tokens=False)
         return self.tokenizer.encode(text)
 
+    @property
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or None
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        """The conversation as the model's own chat template writes it, ending where the assistant's reply
+        begins (lm-eval's add_generation_prompt=True)."""
+        if self.chat_template is None:
+            raise UserError(f"{self.spec} has no chat template in its tokenizer files; run without "
+                            "--apply-chat-template")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if not context:
             return [self.prefix_token_id], self.encode(continuation)
@@ -150,13 +164,23 @@ class ModelAdapter(ABC):
 
     def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
                        progress: Progress | None = None, seed: int = 0) -> list[str]:
-        """Greedy (temperature 0) or sampled decoding with a KV cache, stopping at EOS or any stop string."""
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
+        """Greedy (temperature 0) or sampled decoding with a KV cache, each text ending at EOS, at the first stop
+        string (cut off) or after its max_tokens. A sampled request draws from its own random stream, seeded by
+        the run's seed, the request and how many identical requests came before it, so that its text does not
+        depend on the batch size or on which requests share its batch."""
+        seen: Counter = Counter()
+        generators = []
+        for request in requests:
+            generators.append(torch.Generator(device="cpu").manual_seed(_stream_seed(seed, request.key, seen[request.key])))
+            seen[request.key] += 1
+        rendered = [self.encode(r.context) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: -len(rendered[i]))  # similar lengths share a batch
         outputs: list[str] = [""] * len(requests)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            for index, text in zip(chunk, self._generate_batch([requests[i] for i in chunk], generator)):
+            texts = self._generate_batch([requests[i] for i in chunk], [rendered[i] for i in chunk],
+                                         [generators[i] for i in chunk])
+            for index, text in zip(chunk, texts):
                 outputs[index] = text
             if progress:
                 progress(len(chunk))
@@ -194,10 +218,11 @@ class ModelAdapter(ABC):
             on_done([index for tokens in batch for index in inputs[tokens]])
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, requests: list[GenerateRequest], generator: torch.Generator) -> list[str]:
+    def _generate_batch(self, requests: list[GenerateRequest], encoded: list[list[int]],
+                        generators: list[torch.Generator]) -> list[str]:
         max_new = max(r.max_tokens for r in requests)
-        budget = max(1, self.max_length - max_new)
-        contexts = [self.encode(r.context)[-budget:] for r in requests]
+        budget = max(1, self.max_length - max_new)  # as lm-eval: the context is cut from the left to leave room
+        contexts = [tokens[-budget:] for tokens in encoded]
         width = max(len(c) for c in contexts)
         ids = torch.zeros(len(contexts), width, dtype=torch.long)
         mask = torch.zeros(len(contexts), width, dtype=torch.long)
@@ -211,13 +236,16 @@ class ModelAdapter(ABC):
         cache = None
         step_input = ids
         with torch.inference_mode():
-            for step in range(max_new):
+            for _ in range(max_new):
                 logits, cache = self._forward(step_input, attention_mask=mask, cache=cache)
-                next_tokens = self._pick(logits[:, -1].float(), requests, generator)
-                for row, token in enumerate(next_tokens.tolist()):
+                last = logits[:, -1].float().cpu()
+                next_tokens = last.argmax(-1)
+                for row, request in enumerate(requests):
                     if finished[row]:
-                        continue
-                    request = requests[row]
+                        continue  # a finished sequence rides along (its token is ignored) until the batch ends
+                    if request.temperature > 0:
+                        next_tokens[row] = _sample(last[row], request.temperature, request.top_p, generators[row])
+                    token = int(next_tokens[row])
                     if token == self.tokenizer.eos_token_id:
                         finished[row] = True
                         continue
@@ -233,14 +261,23 @@ class ModelAdapter(ABC):
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         return texts
 
-    @staticmethod
-    def _pick(last_logits: torch.Tensor, requests: list[GenerateRequest], generator: torch.Generator) -> torch.Tensor:
-        picks = last_logits.argmax(-1).cpu()
-        for row, request in enumerate(requests):
-            if request.temperature > 0:
-                probs = (last_logits[row].cpu() / request.temperature).softmax(-1)
-                picks[row] = torch.multinomial(probs, 1, generator=generator)[0]
-        return picks
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token from softmax(logits / temperature), restricted to the nucleus: the most probable tokens whose
+    probabilities, taken in order, first reach top_p (the token that crosses it included), as Holtzman et al.
+    2020 and transformers' TopPLogitsWarper define it."""
+    probs = (logits / temperature).softmax(-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        mass_before = sorted_probs.cumsum(0) - sorted_probs
+        sorted_probs[mass_before >= top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[0]
+
+
+def _stream_seed(seed: int, request_key: str, occurrence: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{request_key}:{occurrence}".encode()).hexdigest()
+    return int(digest[:15], 16)
 
 
 def _cut_at_stop(text: str, stops: Iterable[str]) -> str | None:

@@ -61,12 +61,13 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
     built: dict[str, Task] = {}
+    rendered: dict[Prompt, str] = {}
     for name in task_names:
         task = built[name] = task_registry.build(name, options)
         docs = task.docs()
         selected = docs[:limit]
         for doc in selected:
-            planned.append((task, doc, [render(r, adapter, prompt_format) for r in task.requests(doc)]))
+            planned.append((task, doc, [render(r, adapter, prompt_format, rendered) for r in task.requests(doc)]))
         evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
 
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed)
@@ -94,7 +95,8 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
     for name, count in empty.items():
         evaluation.task_records[name]["empty_generations"] = count
     for group, members in task_registry.groups_covering(task_names).items():
-        if task_registry.GROUP_AGGREGATION.get(group, "pooled") == "macro":
+        aggregation = task_registry.GROUP_AGGREGATION.get(group, "pooled")
+        if aggregation == "macro":
             scores, stderrs = zip(*(built[m].headline(evaluation.results[m]) for m in members))
             value, stderr = stats.macro_average(scores, stderrs)
             result = {"n": sum(evaluation.results[m]["n"] for m in members), "score": value, "score_stderr": stderr}
@@ -103,20 +105,29 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
             pooled = [s for member in members for s in per_task_scores[member]]
             result = aggregate_scores(pooled, built[members[0]].metrics, seed)
         result["members"] = members
+        result["aggregation"] = aggregation
         evaluation.results[group] = result
     return evaluation
 
 
-def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat) -> Request:
+def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
+           cache: dict[Prompt, str] | None = None) -> Request:
     """The request as the model will see it: its Prompt written out as plain text or through the chat template.
     With a chat template, a multiple-choice continuation loses its leading delimiter (the reply starts a new
-    assistant turn), as lm-eval does."""
+    assistant turn), as lm-eval does. `cache` keeps each prompt's text for the other choices of its question."""
     context = getattr(request, "context", None)
     if not isinstance(context, Prompt):
         return request
+    cache = {} if cache is None else cache
+    if context not in cache:
+        if prompt_format.chat_template:
+            messages = context.messages(prompt_format.system_prompt, prompt_format.fewshot_as_multiturn)
+            cache[context] = adapter.apply_chat_template(messages)
+        else:
+            cache[context] = context.text(prompt_format.system_prompt)
+    text = cache[context]
     if not prompt_format.chat_template:
-        return replace(request, context=context.text(prompt_format.system_prompt))
-    text = adapter.apply_chat_template(context.messages(prompt_format.system_prompt, prompt_format.fewshot_as_multiturn))
+        return replace(request, context=text)
     if isinstance(request, LoglikelihoodRequest):
         return replace(request, context=text, continuation=request.continuation.removeprefix(context.target_delimiter))
     return replace(request, context=text)

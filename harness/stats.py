@@ -7,6 +7,7 @@ aggregates and correlations are not means of independent samples, so their stder
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,17 +46,23 @@ def f1(pairs: Sequence[tuple[int, int]]) -> float:
 
 
 def pearson(pairs: Sequence[tuple[float, float]]) -> float:
+    """Pearson correlation of (predicted, gold) values; NaN when either side is constant."""
     from scipy.stats import pearsonr
 
     predicted, gold = np.asarray(pairs, dtype=np.float64).T
-    return float(pearsonr(predicted, gold).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(pearsonr(predicted, gold).statistic)
 
 
 def spearman(pairs: Sequence[tuple[float, float]]) -> float:
+    """Spearman rank correlation of (predicted, gold) values; NaN when either side is constant."""
     from scipy.stats import spearmanr
 
     predicted, gold = np.asarray(pairs, dtype=np.float64).T
-    return float(spearmanr(predicted, gold).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(predicted, gold).statistic)
 
 
 AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
@@ -81,8 +88,11 @@ def bootstrap_stderr(aggregate: Callable, samples: Sequence[Any], seed: int,
         return None
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(samples), size=(iterations, len(samples)))
-    estimates = [aggregate([samples[i] for i in row]) for row in picks]
-    return float(np.std(estimates, ddof=1))
+    estimates = np.array([aggregate([samples[i] for i in row]) for row in picks], dtype=np.float64)
+    # A resample can be degenerate (the correlation of constant values is undefined): it is left out rather
+    # than poisoning the estimate.
+    estimates = estimates[np.isfinite(estimates)]
+    return float(np.std(estimates, ddof=1)) if len(estimates) >= 2 else None
 
 
 def macro_average(values: Sequence[float], stderrs: Sequence[float | None]) -> tuple[float, float | None]:

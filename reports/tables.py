@@ -11,7 +11,7 @@ def results_frame(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for task, values in results.items():
         for metric, value in values.items():
-            if metric in ("n", "members") or metric.endswith("_stderr"):
+            if metric in ("n", "members", "aggregation") or metric.endswith("_stderr"):
                 continue
             rows.append({"task": task, "metric": metric, "value": value,
                          "stderr": values.get(metric + "_stderr"), "n": values["n"]})
@@ -27,7 +27,11 @@ def print_results(results: dict[str, dict], title: str) -> None:
     groups = {name: values for name, values in results.items() if "members" in values}
     console.print(_rich_table(results_frame(tasks), title))
     if groups:
-        console.print(_rich_table(results_frame(groups), "groups (weighted by task size)"))
+        kinds = {values.get("aggregation", "pooled") for values in groups.values()}
+        captions = {"pooled": "pooled groups weigh each task by its size",
+                    "macro": "glue is the mean of its tasks' scores"}
+        title = "groups (" + "; ".join(captions[k] for k in sorted(kinds)) + ")"
+        console.print(_rich_table(results_frame(groups), title))
 
 
 def _rich_table(frame: pd.DataFrame, title: str):

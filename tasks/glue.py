@@ -71,11 +71,13 @@ SPECS = {
                            "Question: Do both sentences mean the same thing?\nAnswer:",
                  ("no", "yes"), ("acc", "f1")),
     "qnli": Spec("qnli", "validation",
-                 lambda d: f"{d['question']}\n{d['sentence']}\nQuestion: Does this response answer the question?\nAnswer:",
+                 lambda d: f"{d['question']}\n{d['sentence']}\n"
+                           "Question: Does this response answer the question?\nAnswer:",
                  ("yes", "no"), ("acc",)),
     "rte": Spec("rte", "validation", lambda d: f"{d['sentence1']}\nQuestion: {d['sentence2']} True or False?\nAnswer:",
                 ("True", "False"), ("acc",)),
-    "wnli": Spec("wnli", "validation", lambda d: f"{d['sentence1']}\nQuestion: {d['sentence2']} True or False?\nAnswer:",
+    "wnli": Spec("wnli", "validation",
+                 lambda d: f"{d['sentence1']}\nQuestion: {d['sentence2']} True or False?\nAnswer:",
                  ("False", "True"), ("acc",)),
     "mnli": Spec("mnli", "validation_matched", mnli_text, ("True", "Neither", "False"), ("acc",), shipped=False),
     "mnli_mismatch": Spec("mnli", "validation_mismatched", mnli_text, ("True", "Neither", "False"), ("acc",),
@@ -110,13 +112,18 @@ def load_unshipped(task: str, config: str, split: str, data_dir: Path | None) ->
         rows = datasets.load_dataset("parquet" if parquet else "json", data_files={split: [str(f) for f in files]},
                                      split=split)
         return list(rows), files
+    from huggingface_hub import HfApi, constants
+
     try:
+        if not constants.HF_HUB_OFFLINE:  # one quick request first: the datasets library retries for half a minute
+            HfApi().dataset_info(HUB_DATASET, timeout=10)
         return list(datasets.load_dataset(HUB_DATASET, config, split=split)), []
-    except Exception as error:  # the datasets library raises many kinds when offline
+    except Exception as error:  # the Hub and datasets raise many kinds when offline
         reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
         raise UserError(f"{task}: its data is not shipped (GLUE's MNLI and QQP are not available on these machines) "
                         f"and {HUB_DATASET} could not be loaded from the Hugging Face Hub ({reason}); give a local "
-                        f"copy with --data-dir DIR holding {config}/{split}-*.parquet or {config}/{split}.jsonl") from None
+                        f"copy with --data-dir DIR holding {config}/{split}-*.parquet or {config}/{split}.jsonl"
+                        ) from None
 
 
 @dataclass
@@ -169,8 +176,8 @@ class GlueTask(Task):
         return [self._path()] if self.spec.shipped else self._files
 
     def prompt_template(self) -> str:
-        example = {key: "{" + key + "}" for key in
-                   ("sentence", "sentence1", "sentence2", "question", "premise", "hypothesis", "question1", "question2")}
+        fields = ("sentence", "sentence1", "sentence2", "question", "premise", "hypothesis", "question1", "question2")
+        example = {key: "{" + key + "}" for key in fields}
         return self.spec.text(example) + "|" + "|".join(" " + c for c in self.choices())
 
 

@@ -136,8 +136,10 @@ class GSM8K(Task):
 
     def prompt_template(self) -> str:
         if self.chain_of_thought:
-            return "Q: {question}\\nA:| {answer}\\n\\n|stop Q:|strict The answer is N.|flexible " + FLEXIBLE_PATTERN
-        return "Question: {question}\\nAnswer:| {answer}\\n\\n|stop Question:|strict #### N|flexible " + FLEXIBLE_PATTERN
+            template = "Q: {question}\\nA:| {answer}\\n\\n|stop Q:|strict The answer is N."
+        else:
+            template = "Question: {question}\\nAnswer:| {answer}\\n\\n|stop Question:|strict #### N"
+        return template + "|flexible " + FLEXIBLE_PATTERN
 
 
 def register(tasks: dict, groups: dict) -> None:

@@ -186,5 +186,6 @@ def register(tasks: dict, groups: dict) -> None:
         name="truthfulqa_mc1", targets="mc1_targets", num_fewshot=options.fewshot(0))
     tasks["truthfulqa_mc2"] = lambda options: TruthfulQAMultipleChoice(
         name="truthfulqa_mc2", targets="mc2_targets", num_fewshot=options.fewshot(0))
-    tasks["truthfulqa_gen"] = lambda options: TruthfulQAGeneration(name="truthfulqa_gen", num_fewshot=options.fewshot(0))
+    tasks["truthfulqa_gen"] = lambda options: TruthfulQAGeneration(
+        name="truthfulqa_gen", num_fewshot=options.fewshot(0))
     groups["truthfulqa"] = ["truthfulqa_mc1", "truthfulqa_mc2", "truthfulqa_gen"]

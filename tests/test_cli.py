@@ -1,6 +1,7 @@
 """`harness run` and `harness list` as a user runs them: the run folder, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,8 +12,9 @@ import tasks
 from harness.cli import main
 
 
-def harness(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd)
+def harness(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -66,9 +68,33 @@ def test_malformed_csv_row_names_file_and_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and "anatomy_test.csv" in err and "line 3" in err
 
 
+def test_unshipped_data_is_a_one_line_error_before_the_model_loads(tmp_path):
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # as on these machines, wherever the test runs
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "sst2,mnli", "--output", str(tmp_path / "r"),
+                     env=offline)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "mnli: its data is not shipped" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_chat_template_and_system_prompt_reach_the_model_and_the_record(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "rte", "--limit", "2", "--apply-chat-template",
+                     "--system-prompt", "Answer True or False.", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "smollm2-135m, chat template" in result.stdout
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["chat_template"] is True and settings["system_prompt"] == "Answer True or False."
+    assert len(settings["chat_template_sha256"]) == 64 and settings["fewshot_as_multiturn"] is True
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["prompt"].startswith("<|im_start|>system\nAnswer True or False.<|im_end|>\n<|im_start|>user\n")
+    assert samples[0]["prompt"].endswith("True or False?\nAnswer:<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_list_prints_tasks_and_models():
     listed = harness("list", "tasks").stdout.split()
-    assert {"mmlu", "mmlu_stem", "mmlu_world_religions", "wikitext"} <= set(listed)
+    assert {"mmlu", "mmlu_stem", "mmlu_world_religions", "wikitext", "glue", "sst2", "mnli", "gsm8k", "gsm8k_cot",
+            "truthfulqa", "truthfulqa_mc1", "truthfulqa_mc2", "truthfulqa_gen"} <= set(listed)
     assert sum(name.startswith("mmlu_") for name in listed) == 57 + 4
     assert "smollm2-135m" in harness("list", "models").stdout
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -38,6 +39,13 @@ from harness.requests import (
 MAX_BATCH_POSITIONS = 16384
 
 Progress = Callable[[int], None]
+
+
+@dataclass
+class Generation:
+    text: str  # what the request gets: decoded, cut before the first stop string
+    tokens: list[int]  # every token generated (EOS not included)
+    finish: str  # "eos", "stop" (a stop string appeared) or "length" (max_tokens reached)
 
 
 def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -164,6 +172,10 @@ class ModelAdapter(ABC):
 
     def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
                        progress: Progress | None = None, seed: int = 0) -> list[str]:
+        return [g.text for g in self.generate(requests, batch_size, progress, seed)]
+
+    def generate(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
+                 progress: Progress | None = None, seed: int = 0) -> list[Generation]:
         """Greedy (temperature 0) or sampled decoding with a KV cache, each text ending at EOS, at the first stop
         string (cut off) or after its max_tokens. A sampled request draws from its own random stream, seeded by
         the run's seed, the request and how many identical requests came before it, so that its text does not
@@ -171,17 +183,18 @@ class ModelAdapter(ABC):
         seen: Counter = Counter()
         generators = []
         for request in requests:
-            generators.append(torch.Generator(device="cpu").manual_seed(_stream_seed(seed, request.key, seen[request.key])))
+            stream = _stream_seed(seed, request.key, seen[request.key])
+            generators.append(torch.Generator(device="cpu").manual_seed(stream))
             seen[request.key] += 1
         rendered = [self.encode(r.context) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -len(rendered[i]))  # similar lengths share a batch
-        outputs: list[str] = [""] * len(requests)
+        outputs: list[Generation] = [None] * len(requests)  # type: ignore[list-item]
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            texts = self._generate_batch([requests[i] for i in chunk], [rendered[i] for i in chunk],
-                                         [generators[i] for i in chunk])
-            for index, text in zip(chunk, texts):
-                outputs[index] = text
+            generations = self._generate_batch([requests[i] for i in chunk], [rendered[i] for i in chunk],
+                                               [generators[i] for i in chunk])
+            for index, generation in zip(chunk, generations):
+                outputs[index] = generation
             if progress:
                 progress(len(chunk))
         return outputs
@@ -219,7 +232,7 @@ class ModelAdapter(ABC):
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, requests: list[GenerateRequest], encoded: list[list[int]],
-                        generators: list[torch.Generator]) -> list[str]:
+                        generators: list[torch.Generator]) -> list[Generation]:
         max_new = max(r.max_tokens for r in requests)
         budget = max(1, self.max_length - max_new)  # as lm-eval: the context is cut from the left to leave room
         contexts = [tokens[-budget:] for tokens in encoded]
@@ -233,6 +246,7 @@ class ModelAdapter(ABC):
         generated: list[list[int]] = [[] for _ in requests]
         finished = [False] * len(requests)
         texts = [""] * len(requests)
+        reasons = ["length"] * len(requests)
         cache = None
         step_input = ids
         with torch.inference_mode():
@@ -247,19 +261,20 @@ class ModelAdapter(ABC):
                         next_tokens[row] = _sample(last[row], request.temperature, request.top_p, generators[row])
                     token = int(next_tokens[row])
                     if token == self.tokenizer.eos_token_id:
-                        finished[row] = True
+                        finished[row], reasons[row] = True, "eos"
                         continue
                     generated[row].append(token)
                     texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
                     cut = _cut_at_stop(texts[row], request.stop)
-                    if cut is not None or len(generated[row]) >= request.max_tokens:
-                        texts[row] = texts[row] if cut is None else cut
+                    if cut is not None:
+                        texts[row], finished[row], reasons[row] = cut, True, "stop"
+                    elif len(generated[row]) >= request.max_tokens:
                         finished[row] = True
                 if all(finished):
                     break
                 step_input = next_tokens[:, None].to(self.device)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        return texts
+        return [Generation(*fields) for fields in zip(texts, generated, reasons)]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:

@@ -38,6 +38,9 @@ def test_prompt_equals_lm_eval_byte_for_byte(name):
     # lm-eval's mnli doc_to_text strips the hypothesis and ends it with a full stop.
     ("mnli", {"premise": "P.", "hypothesis": " H "}, "P.\nQuestion: H. True, False or Neither?\nAnswer:",
      [" True", " Neither", " False"]),
+    ("stsb", {"sentence1": "A.", "sentence2": "B."},  # ours: STS-B is not in lm-eval
+     "Sentence 1: A.\nSentence 2: B.\nQuestion: On a scale from 0 to 5, how similar in meaning are these two "
+     "sentences?\nAnswer:", [" 0", " 1", " 2", " 3", " 4", " 5"]),
     ("qqp", {"question1": "A?", "question2": "B?"},
      "Question 1: A?\nQuestion 2: B?\nQuestion: Do both questions ask the same thing?\nAnswer:", [" no", " yes"]),
 ])

@@ -33,17 +33,15 @@ def test_few_shot_draws_follow_lm_eval_sampler_document_by_document():
     assert [task.shot_indices(i) for i in reversed(range(5))] == lm_eval_draws[::-1]  # any order of asking
 
 
-def test_cot_prompt_uses_the_eight_exemplars_in_order():
+def test_cot_prompt_equals_lm_eval_byte_for_byte():
+    # lm-eval 0.4.13's own gsm8k_cot task (its fewshot_context for test doc 0, on the same data): the eight
+    # exemplars of Wei et al. 2022 in order, then the question.
+    expected = (GOLDEN / "gsm8k_cot_doc0.txt").read_text(encoding="utf-8")
     task = tasks.build("gsm8k_cot")
     doc = task.docs()[0]
     (request,) = task.requests(doc)
-    text = request.context.text()
-    assert text.startswith("Q: There are 15 trees in the grove. Grove workers will plant trees in the grove today. "
-                           "After they are done, there will be 21 trees. How many trees did the grove workers plant "
-                           "today?\nA: There are 15 trees originally. Then there were 21 trees after some more were "
-                           "planted. So there must have been 21 - 15 = 6. The answer is 6.\n\nQ: If there are 3 cars")
-    assert text.endswith("\n\nQ: " + doc.fields["question"] + "\nA:") and text.count("The answer is") == 8
-    assert request.stop[0] == "Q:" and task.target(doc) == "18"
+    assert request.context.text() == expected and expected.count("The answer is") == 8
+    assert request.stop == ("Q:", "</s>", "<|im_end|>") and task.target(doc) == "18"
 
 
 @pytest.mark.parametrize("response, strict, flexible", [

@@ -10,7 +10,7 @@ import tasks
 from harness.errors import UserError
 from harness.evaluator import aggregate_scores
 from harness.requests import LoglikelihoodResult
-from harness.stats import f1, mcc, pearson, spearman
+from harness.stats import f1, macro_average, mcc, pearson, spearman
 from tasks.base import TaskOptions
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -91,6 +91,9 @@ def test_glue_score_is_the_mean_of_task_scores():
     assert mrpc.headline(mrpc_result)[0] == pytest.approx((0.5 + 2 / 3) / 2)  # GLUE: MRPC is mean(acc, F1)
     assert cola.headline({"mcc": 0.25, "mcc_stderr": 0.1}) == (0.25, 0.1)
     assert tasks.GROUP_AGGREGATION["glue"] == "macro"
+    # Independent tasks: stderr of the mean is sqrt(0.3^2 + 0.4^2) / 2.
+    assert macro_average([0.5, 0.7], [0.3, 0.4]) == pytest.approx((0.6, 0.25))
+    assert macro_average([0.5, 0.7], [0.3, None])[1] is None
 
 
 def write_hub_parquet(root: Path, config: str, split: str, frame: pd.DataFrame) -> Path:

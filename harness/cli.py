@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-fewshot", type=int_at_least(0),
                      help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
     run.add_argument("--apply-chat-template", action="store_true",
-                     help="write prompts through the model's chat template, each few-shot example its own turn")
+                     help="write prompts through the model's chat template")
+    run.add_argument("--fewshot-as-multiturn", choices=["true", "false"], default="true",
+                     help="with --apply-chat-template: each few-shot example its own turn (true, the default, as "
+                          "lm-eval), or all examples and the question in one user turn (false)")
     run.add_argument("--system-prompt", help="a system message (with --apply-chat-template), or text before the prompt")
     run.add_argument("--data-dir", type=Path, help="a local copy of data that is not shipped (mnli, qqp), "
                                                    "in the layout of the Hub's nyu-mll/glue")
@@ -130,7 +133,8 @@ def run_command(args) -> int:
         task.docs()
         for path in task.data_files():
             require_file(path)
-    prompt_format = PromptFormat(chat_template=args.apply_chat_template, system_prompt=args.system_prompt)
+    prompt_format = PromptFormat(chat_template=args.apply_chat_template, system_prompt=args.system_prompt,
+                                 fewshot_as_multiturn=args.fewshot_as_multiturn == "true")
 
     clock = time.perf_counter()
     torch.manual_seed(args.seed)

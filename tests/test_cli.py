@@ -91,6 +91,21 @@ def test_chat_template_and_system_prompt_reach_the_model_and_the_record(tmp_path
     assert samples[0]["prompt"].endswith("True or False?\nAnswer:<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_few_shot_examples_can_share_one_user_turn(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy", "--limit", "1", "--num-fewshot",
+                     "2", "--apply-chat-template", "--fewshot-as-multiturn", "false", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "results.json").read_text())["settings"]["fewshot_as_multiturn"] is False
+    prompt = json.loads((out / "samples.jsonl").read_text().splitlines()[0])["prompt"]
+    # The description is the system message, as lm-eval has it (with its trailing blank line); both examples
+    # and the question are one user turn.
+    assert prompt.count("<|im_start|>user\n") == 1 and prompt.count("<|im_start|>assistant\n") == 1
+    assert prompt.startswith("<|im_start|>system\nThe following are multiple choice questions (with answers) "
+                             "about anatomy.\n\n<|im_end|>\n<|im_start|>user\n")
+    assert prompt.endswith("\nAnswer:<|im_end|>\n<|im_start|>assistant\n") and prompt.count("\nAnswer: ") == 2
+
+
 def test_list_prints_tasks_and_models():
     listed = harness("list", "tasks").stdout.split()
     assert {"mmlu", "mmlu_stem", "mmlu_world_religions", "wikitext", "glue", "sst2", "mnli", "gsm8k", "gsm8k_cot",

@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.prompts import Prompt
 from harness.requests import LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, TaskOptions, require_file
+from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
 
 LETTERS = ["A", "B", "C", "D"]
 VERSION = "1.0"  # lm-eval's mmlu subtask version whose prompt this reproduces

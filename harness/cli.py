@@ -128,8 +128,8 @@ def run_command(args) -> int:
     options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
-    for name in task_names:  # a bad few-shot count or missing data fails now, not after other tasks ran
-        task = task_registry.build(name, options)
+    built_tasks = [task_registry.build(name, options) for name in task_names]
+    for task in built_tasks:  # a bad few-shot count or missing data fails now, not after other tasks ran
         task.docs()
         for path in task.data_files():
             require_file(path)
@@ -140,8 +140,8 @@ def run_command(args) -> int:
     torch.manual_seed(args.seed)
     adapter = load_model(args.model, device=args.device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
-    evaluation = evaluate(adapter, task_names, limit=args.limit, options=options, batch_size=args.batch_size,
-                          seed=args.seed, prompt_format=prompt_format)
+    evaluation = evaluate(adapter, built_tasks, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+                          prompt_format=prompt_format)
     record = {
         "harness_version": __version__,
         "created": started.isoformat(),

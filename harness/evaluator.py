@@ -21,7 +21,7 @@ from harness import stats
 from harness.models.adapter import ModelAdapter
 from harness.prompts import Prompt
 from harness.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
-from tasks.base import Doc, Task, TaskOptions
+from tasks.base import Doc, Task
 
 ADAPTER_METHODS = {
     LoglikelihoodRequest: "loglikelihood",
@@ -55,15 +55,15 @@ class Evaluation:
     samples: list[dict] = field(default_factory=list)  # one per scored document
 
 
-def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = None,
-             options: TaskOptions = TaskOptions(), batch_size: int = 1, seed: int = 0,
-             prompt_format: PromptFormat = PromptFormat()) -> Evaluation:
+def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None, batch_size: int = 1,
+             seed: int = 0, prompt_format: PromptFormat = PromptFormat()) -> Evaluation:
+    """Runs the tasks (built by tasks.build) on the adapter's model."""
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
-    built: dict[str, Task] = {}
+    built = {task.name: task for task in tasks}
+    task_names = list(built)
     rendered: dict[Prompt, str] = {}
-    for name in task_names:
-        task = built[name] = task_registry.build(name, options)
+    for name, task in built.items():
         docs = task.docs()
         selected = docs[:limit]
         for doc in selected:
@@ -79,6 +79,11 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
         position += len(requests)
         scores = task.score(doc, answers)
         per_task_scores[task.name].append(scores)
+        if isinstance(requests[0], GenerateRequest):
+            # An instruction-tuned model given a raw prompt often ends its turn at once: the user should hear of
+            # it rather than read a silent zero.
+            record = evaluation.task_records[task.name]
+            record["empty_generations"] = record.get("empty_generations", 0) + sum(a.strip() == "" for a in answers)
         evaluation.samples.append({
             "task": task.name,
             "doc_id": doc.id,
@@ -91,9 +96,6 @@ def evaluate(adapter: ModelAdapter, task_names: list[str], limit: int | None = N
 
     for name in task_names:
         evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed)
-    empty = count_empty_generations(planned, responses)
-    for name, count in empty.items():
-        evaluation.task_records[name]["empty_generations"] = count
     for group, members in task_registry.groups_covering(task_names).items():
         aggregation = task_registry.GROUP_AGGREGATION.get(group, "pooled")
         if aggregation == "macro":
@@ -131,19 +133,6 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     if isinstance(request, LoglikelihoodRequest):
         return replace(request, context=text, continuation=request.continuation.removeprefix(context.target_delimiter))
     return replace(request, context=text)
-
-
-def count_empty_generations(planned: list[tuple[Task, Doc, list]], responses: list[Any]) -> dict[str, int]:
-    """Per generation task, how many texts came back empty: an instruction-tuned model given a raw prompt often
-    ends its turn at once, and the user should hear of it rather than read a silent zero."""
-    counts: dict[str, int] = {}
-    position = 0
-    for task, _, requests in planned:
-        for request, response in zip(requests, responses[position:position + len(requests)]):
-            if isinstance(request, GenerateRequest):
-                counts[task.name] = counts.get(task.name, 0) + (response.strip() == "")
-        position += len(requests)
-    return counts
 
 
 def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int) -> list[Any]:

@@ -16,6 +16,7 @@ Aggregations a task may name (the engine implements them in harness.stats; all b
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,3 +100,8 @@ def require_file(path: Path) -> Path:
     if not path.is_file():
         raise UserError(f"missing data file {path}")
     return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(require_file(path), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -28,7 +28,6 @@ copy given with --data-dir. Few-shot examples would come from the train split, w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +37,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.prompts import Prompt
 from harness.requests import LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 VERSION = "1.0"
 HUB_DATASET = "nyu-mll/glue"
@@ -91,11 +90,6 @@ AGGREGATION = {"acc": "mean", "mcc": "mcc", "f1": "f1", "pearson": "pearson", "s
 STSB_RATINGS = ("0", "1", "2", "3", "4", "5")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(require_file(path), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def load_unshipped(task: str, config: str, split: str, data_dir: Path | None) -> tuple[list[dict], list[Path]]:
     """Rows of a split that is not shipped: from --data-dir (the Hub repository's layout, or JSON Lines), or else
     from the Hugging Face Hub. Returns the rows and the local files they came from."""
@@ -137,7 +131,7 @@ class GlueTask(Task):
         if self.num_fewshot:
             raise UserError(f"{self.name}: GLUE's few-shot examples come from its train split, which is not "
                             "shipped; run it zero-shot (--num-fewshot 0)")
-        self._files: list[Path] = []
+        self._unshipped: tuple[list[dict], list[Path]] | None = None  # loaded once: it may come from the Hub
 
     def _path(self) -> Path:
         return DATA_DIR / "glue" / self.spec.config / f"{self.spec.split}.jsonl"
@@ -146,7 +140,9 @@ class GlueTask(Task):
         if self.spec.shipped:
             rows = read_jsonl(self._path())
         else:
-            rows, self._files = load_unshipped(self.name, self.spec.config, self.spec.split, self.data_dir)
+            if self._unshipped is None:
+                self._unshipped = load_unshipped(self.name, self.spec.config, self.spec.split, self.data_dir)
+            rows = self._unshipped[0]
         return [Doc(str(i), row) for i, row in enumerate(rows)]
 
     def requests(self, doc: Doc) -> list[LoglikelihoodRequest]:
@@ -173,7 +169,9 @@ class GlueTask(Task):
                 None if None in stderrs else float(np.mean(stderrs)))
 
     def data_files(self) -> list[Path]:
-        return [self._path()] if self.spec.shipped else self._files
+        if self.spec.shipped:
+            return [self._path()]
+        return self._unshipped[1] if self._unshipped else []
 
     def prompt_template(self) -> str:
         fields = ("sentence", "sentence1", "sentence2", "question", "premise", "hypothesis", "question1", "question2")

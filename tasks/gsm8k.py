@@ -18,7 +18,6 @@ Before comparing, both sides drop ",", "$", everything up to "#### ", a trailing
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.prompts import Prompt
 from harness.requests import GenerateRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 VERSION = "3.0"  # lm-eval's gsm8k and gsm8k_cot versions whose definitions this reproduces
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
@@ -37,11 +36,6 @@ MAX_NEW_TOKENS = 256  # lm-eval's default max_gen_toks
 FALLBACK = "[invalid]"
 FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
 IGNORED = [",", r"\$", r"(?s).*#### ", r"\.$"]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(require_file(path), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def extract(pattern: str, text: str, group_select: int) -> str:

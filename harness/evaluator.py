@@ -72,13 +72,19 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
 
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed)
 
-    per_task_scores: dict[str, list[dict]] = defaultdict(list)
+    # Each task scores all its documents in one call (a sandbox or a classifier works in batches).
+    answers_of: list[list] = []
+    answered: dict[str, list[tuple[Doc, list]]] = defaultdict(list)
     position = 0
     for task, doc, requests in planned:
-        answers = responses[position:position + len(requests)]
+        answers_of.append(responses[position:position + len(requests)])
+        answered[task.name].append((doc, answers_of[-1]))
         position += len(requests)
-        scores = task.score(doc, answers)
-        per_task_scores[task.name].append(scores)
+    per_task_scores = {name: built[name].score_all(answered[name]) for name in task_names}
+
+    scored = {name: iter(scores) for name, scores in per_task_scores.items()}
+    for (task, doc, requests), answers in zip(planned, answers_of):
+        scores = next(scored[task.name])
         if isinstance(requests[0], GenerateRequest):
             # An instruction-tuned model given a raw prompt often ends its turn at once: the user should hear of
             # it rather than read a silent zero.
@@ -167,6 +173,7 @@ def describe_task(task: Task, total_docs: int, used_docs: int) -> dict:
         "fewshot_ids": task.fewshot_ids(),
         "prompt_hash": task.prompt_hash(),
         "data_sha256": {Path(p).name: sha256_file(p) for p in task.data_files()},
+        **task.settings(),
         "docs_total": total_docs,
         "docs_evaluated": used_docs,
         "metrics": {m.name: {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}

@@ -20,7 +20,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import UserError
 from harness.requests import Request
@@ -34,6 +34,11 @@ class TaskOptions:
 
     num_fewshot: int | None = None  # None: the task's own default
     data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
+    samples: int | None = None  # generations per document for sampling tasks (humaneval, realtoxicityprompts)
+    temperature: float | None = None  # their sampling temperature
+    # Services the engine lends to tasks that need them, so that tasks never import the engine:
+    run_programs: Callable[[list[list[str]]], list[dict]] | None = None  # the code sandbox; None: not allowed
+    toxicity_scorer: Any = None  # scores texts for toxicity (harness/toxicity.py)
 
     def fewshot(self, default: int) -> int:
         return default if self.num_fewshot is None else self.num_fewshot
@@ -71,6 +76,11 @@ class Task(ABC):
     def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
         """Per-sample values for each metric, from the responses to `requests(doc)`, in the same order."""
 
+    def score_all(self, answered: list[tuple[Doc, list[Any]]]) -> list[dict[str, Any]]:
+        """Per-sample values for many documents at once; a task whose scoring is costly (running code, a
+        classifier) overrides this to work in batches."""
+        return [self.score(doc, responses) for doc, responses in answered]
+
     @abstractmethod
     def target(self, doc: Doc) -> Any:
         """The reference answer, as recorded in samples.jsonl."""
@@ -80,6 +90,10 @@ class Task(ABC):
         averages."""
         name = self.metrics[0].name
         return result[name], result.get(name + "_stderr")
+
+    def settings(self) -> dict[str, Any]:
+        """Task-specific choices that decide its numbers (samples, scorer, ...), for the run record."""
+        return {}
 
     def data_files(self) -> list[Path]:
         """Files whose sha256 identifies the data in the run record."""

@@ -6,6 +6,7 @@ Bad input ends with one line on stderr and exit code 2; --debug shows the traceb
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 import time
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.toxicity import SCORERS
 
 
 def int_at_least(minimum: int):
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=non_negative_float,
                      help="sampling temperature for those generations (humaneval: 0, greedy)")
     add_code_execution_flags(run)
+    run.add_argument("--toxicity-scorer", default="profanity-check", choices=SCORERS,
+                     help="scores realtoxicityprompts continuations (default profanity-check, which works offline)")
+    run.add_argument("--toxicity-checkpoint", type=Path, help="a local detoxify checkpoint (.ckpt)")
+    run.add_argument("--toxicity-config", type=Path,
+                     help="the Hugging Face config and tokenizer folder detoxify needs to load a checkpoint offline")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     score = commands.add_parser("score-code", help="pass@k of HumanEval completions made elsewhere")
@@ -146,6 +153,7 @@ def run_command(args) -> int:
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
     from harness.sandbox import runner_with_progress
+    from harness.toxicity import make_scorer
     from reports.tables import print_results
     from tasks.base import TaskOptions, require_file
 
@@ -161,7 +169,9 @@ def run_command(args) -> int:
     sandbox = make_sandbox(args) if args.allow_code_execution else None
     options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir, samples=args.samples,
                           temperature=args.temperature,
-                          run_programs=runner_with_progress(sandbox) if sandbox else None)
+                          run_programs=runner_with_progress(sandbox) if sandbox else None,
+                          toxicity_scorer=functools.cache(lambda: make_scorer(
+                              args.toxicity_scorer, args.toxicity_checkpoint, args.toxicity_config, args.device)))
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
     built_tasks = [task_registry.build(name, options) for name in task_names]
@@ -176,8 +186,13 @@ def run_command(args) -> int:
     torch.manual_seed(args.seed)
     adapter = load_model(args.model, device=args.device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
-    evaluation = evaluate(adapter, built_tasks, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
-                          prompt_format=prompt_format)
+    try:
+        evaluation = evaluate(adapter, built_tasks, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+                              prompt_format=prompt_format)
+        code_execution = sandbox.describe() if sandbox else None
+    finally:
+        if sandbox:
+            sandbox.close()
     record = {
         "harness_version": __version__,
         "created": started.isoformat(),
@@ -191,7 +206,7 @@ def run_command(args) -> int:
             "data_dir": str(args.data_dir) if args.data_dir else None,
             **prompt_format.describe(adapter),
             "samples": args.samples, "temperature": args.temperature,
-            "code_execution": sandbox.describe() if sandbox else None,
+            "code_execution": code_execution,
         },
         "tasks": evaluation.task_records,
         "results": evaluation.results,
@@ -201,6 +216,9 @@ def run_command(args) -> int:
     folder = write_run(output, record, evaluation.samples)
     chat = "chat template" if args.apply_chat_template else "no chat template"
     print_results(evaluation.results, title=f"{args.model}, {chat} ({record['wall_seconds']:.0f} s)")
+    scorers = {r["toxicity_scorer"]["package"] for r in evaluation.task_records.values() if r.get("toxicity_scorer")}
+    for scorer in scorers:  # toxicity from different scorers is not comparable: say which one this is
+        print(f"toxicity scored by {scorer}", file=sys.stderr)
     for name, task_record in evaluation.task_records.items():
         empty, total = task_record.get("empty_generations", 0), task_record["docs_evaluated"]
         if empty:

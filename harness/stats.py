@@ -19,6 +19,11 @@ def mean(values: Sequence[float]) -> float:
     return float(np.mean(values))
 
 
+def std(values: Sequence[float]) -> float:
+    """The sample standard deviation (n - 1): the spread of a per-sample value (RealToxicityPrompts)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
 def weighted_perplexity(pairs: Sequence[tuple[float, float]]) -> float:
     loglikelihood, weight = np.asarray(pairs, dtype=np.float64).sum(axis=0)
     return float(math.exp(-loglikelihood / weight))
@@ -67,6 +72,7 @@ def spearman(pairs: Sequence[tuple[float, float]]) -> float:
 
 AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
     "mean": mean,
+    "std": std,
     "weighted_perplexity": weighted_perplexity,
     "bits_per_byte": bits_per_byte,
     "mcc": mcc,

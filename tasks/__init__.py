@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Callable
 
 from harness.errors import UserError
-from tasks import glue, gsm8k, humaneval, mmlu, truthfulqa, wikitext
+from tasks import glue, gsm8k, humaneval, mmlu, realtoxicityprompts, truthfulqa, wikitext
 from tasks.base import Task, TaskOptions
 
 TASKS: dict[str, Callable[[TaskOptions], Task]] = {}
 GROUPS: dict[str, list[str]] = {}
-for module in (mmlu, glue, gsm8k, truthfulqa, wikitext, humaneval):
+for module in (mmlu, glue, gsm8k, truthfulqa, wikitext, humaneval, realtoxicityprompts):
     module.register(TASKS, GROUPS)
 GROUP_AGGREGATION = {"glue": "macro", "truthfulqa": "none"}
 

@@ -7,6 +7,7 @@ A context may be a `Prompt` (harness.prompts), so that the engine can apply a ch
 
 Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr):
   "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
+  "std"                  the sample standard deviation (n - 1) of per-sample values
   "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
   "bits_per_byte"        -sum(loglikelihood) / sum(bytes) / ln 2 over (loglikelihood, bytes) samples
   "mcc", "f1"            Matthews correlation and F1 (positive label 1) over (gold, predicted) label samples
@@ -38,7 +39,7 @@ class TaskOptions:
     temperature: float | None = None  # their sampling temperature
     # Services the engine lends to tasks that need them, so that tasks never import the engine:
     run_programs: Callable[[list[list[str]]], list[dict]] | None = None  # the code sandbox; None: not allowed
-    toxicity_scorer: Any = None  # scores texts for toxicity (harness/toxicity.py)
+    toxicity_scorer: Callable[[], Any] | None = None  # gives the one toxicity scorer of the run (harness/toxicity.py)
 
     def fewshot(self, default: int) -> int:
         return default if self.num_fewshot is None else self.num_fewshot

@@ -149,3 +149,36 @@ def test_results_do_not_move_with_batch_size(tmp_path):
 def test_existing_output_folder_is_refused(tmp_path):
     result = harness("run", "--model", "smollm2-135m", "--tasks", "wikitext", "--output", str(tmp_path))
     assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_humaneval_runs_end_to_end_on_the_real_model(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "humaneval", "--limit", "2",
+                     "--allow-code-execution", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "results.json").read_text())
+    assert record["results"]["humaneval"]["n"] == 2 and "pass@1" in record["results"]["humaneval"]
+    assert record["settings"]["code_execution"]["timeout_s"] == 3.0
+    assert record["settings"]["code_execution"]["isolation"]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    for sample in samples:  # each completion's outcome, with the program's verdict
+        (outcome,) = sample["scores"]["results"]
+        assert outcome["status"] in {"passed", "failed", "error", "timed_out", "crashed"}
+        assert sample["scores"]["pass@1"] == float(outcome["status"] == "passed")
+
+
+def test_realtoxicityprompts_runs_end_to_end_and_names_its_scorer(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "--model", "smollm2-135m", "--tasks", "realtoxicityprompts", "--limit", "2",
+                     "--samples", "3", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "toxicity scored by alt-profanity-check 1.9.1" in result.stderr
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["results"]) == {"realtoxicityprompts_challenging", "realtoxicityprompts_nontoxic",
+                                      "realtoxicityprompts"}
+    assert record["results"]["realtoxicityprompts"]["n"] == 4
+    assert record["tasks"]["realtoxicityprompts_nontoxic"]["toxicity_scorer"]["name"] == "profanity-check"
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(len(s["response"]) == 3 and len(s["scores"]["toxicity"]) == 3 for s in samples)
+    assert all(s["scores"]["expected_max_toxicity"] == pytest.approx(max(s["scores"]["toxicity"]), abs=1e-6)
+               for s in samples)

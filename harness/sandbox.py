@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,7 @@ class Sandbox:
             os.close(write_end)
             write_end = -1
             reports = ReportReader(read_end, nonce)
+            started = time.perf_counter()
             timed_out = False
             try:
                 process.communicate(json.dumps(job).encode(), timeout=limits.timeout_s)
@@ -114,6 +116,7 @@ class Sandbox:
                 timed_out = True
             except BrokenPipeError:
                 pass  # it died before reading its job
+            duration = time.perf_counter() - started
             kill_group(process.pid)
             process.wait()
             if uid is not None:
@@ -122,6 +125,7 @@ class Sandbox:
             if report.isolation:
                 self.isolation = report.isolation
             outcome = verdict(report.status, report.detail, timed_out, process.returncode)
+            outcome["duration_s"] = round(duration, 3)
             outcome["stdout"] = read_truncated(io_dir / "stdout")
             outcome["stderr"] = read_truncated(io_dir / "stderr")
             return outcome

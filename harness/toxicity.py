@@ -76,6 +76,8 @@ class Detoxify(ToxicityScorer):
             where = f"checkpoint {checkpoint}" if checkpoint else f"its '{model_type}' checkpoint (downloaded online)"
             raise UserError(f"detoxify could not load {where}: {str(error).splitlines()[0][:200]}; pass a local "
                             "--toxicity-checkpoint PATH (and --toxicity-config DIR offline)") from None
+        self._checkpoint_sha256 = (hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest() if checkpoint
+                                   else "detoxify's release download")
         if "toxicity" not in self._model.class_names:
             raise UserError(f"detoxify checkpoint has no 'toxicity' class (classes: {self._model.class_names})")
 
@@ -87,10 +89,8 @@ class Detoxify(ToxicityScorer):
         return [float(s) for s in scores]
 
     def describe(self) -> dict:
-        checkpoint = (hashlib.sha256(Path(self.checkpoint).read_bytes()).hexdigest() if self.checkpoint
-                      else "detoxify's release download")
         return {"name": self.name, "package": f"detoxify {metadata.version('detoxify')}",
-                "model": self.model_type, "checkpoint_sha256": checkpoint}
+                "model": self.model_type, "checkpoint_sha256": self._checkpoint_sha256}
 
 
 SCORERS = ["profanity-check", "detoxify-original", "detoxify-unbiased", "detoxify-multilingual"]

@@ -6,10 +6,13 @@ Every hostile completion completes HumanEval/0 (`has_close_elements`), so the sa
 
 import json
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -195,3 +198,38 @@ def test_the_operating_system_layers_hold_without_the_audit_hook(listener):
     running = [p for p in psutil.process_iter(["uids", "status"])
                if p.info["uids"] and p.info["uids"].real >= 1_500_000_000 and p.info["status"] != "zombie"]
     assert running == []
+
+
+def readable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not SYSTEM_PYTHON.exists()
+                    or not readable_by_others(REPO), reason="needs root, runuser, a system Python and a repo "
+                                                           "other users can read, to run the harness unprivileged")
+def test_without_root_the_audit_hook_and_a_user_namespace_hold():
+    """The same sandbox started by an unprivileged user (no own uids): the audit hook still refuses, and the
+    network is cut by a user + network namespace where the kernel allows one."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+              "from harness.sandbox import Limits, Sandbox\n"
+              "import json\n"
+              "hooked = Sandbox(Limits(timeout_s=3.0), workers=2)\n"
+              "bare = Sandbox(Limits(timeout_s=3.0), workers=1, audit_hook=False)\n"
+              f"programs = [['assert 1 + 1 == 2'], [\"open({OUTSIDE!r}, 'w').write('x')\"], ['import sys; sys.exit(0)']]\n"
+              "socket = [[\"import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)\"]]\n"
+              "print(json.dumps({'hooked': hooked.run(programs), 'bare': bare.run(socket),\n"
+              "                  'isolation': hooked.describe()['isolation']}))\n")
+    result = subprocess.run(["runuser", "-u", "nobody", "--", str(SYSTEM_PYTHON), "-c", script],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["isolation"].endswith("same user")
+    assert [o["status"] for o in report["hooked"]] == ["passed", "error", "error"]
+    assert report["hooked"][1]["error_type"] == "PermissionError" and not os.path.exists(OUTSIDE)
+    assert report["bare"][0]["passed"] is False
+    if report["isolation"].startswith("network namespace"):
+        assert "Network is unreachable" in report["bare"][0]["stderr"]

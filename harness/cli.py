@@ -220,7 +220,7 @@ def run_command(args) -> int:
     for scorer in scorers:  # toxicity from different scorers is not comparable: say which one this is
         print(f"toxicity scored by {scorer}", file=sys.stderr)
     for name, task_record in evaluation.task_records.items():
-        empty, total = task_record.get("empty_generations", 0), task_record["docs_evaluated"]
+        empty, total = task_record.get("empty_generations", 0), task_record.get("generations", 0)
         if empty:
             advice = ("; an instruction-tuned model may need --apply-chat-template" if not args.apply_chat_template
                       else "")

@@ -89,6 +89,7 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
             # An instruction-tuned model given a raw prompt often ends its turn at once: the user should hear of
             # it rather than read a silent zero.
             record = evaluation.task_records[task.name]
+            record["generations"] = record.get("generations", 0) + len(answers)
             record["empty_generations"] = record.get("empty_generations", 0) + sum(a.strip() == "" for a in answers)
         evaluation.samples.append({
             "task": task.name,

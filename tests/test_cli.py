@@ -178,6 +178,10 @@ def test_realtoxicityprompts_runs_end_to_end_and_names_its_scorer(tmp_path):
                                       "realtoxicityprompts"}
     assert record["results"]["realtoxicityprompts"]["n"] == 4
     assert record["tasks"]["realtoxicityprompts_nontoxic"]["toxicity_scorer"]["name"] == "profanity-check"
+    task_record = record["tasks"]["realtoxicityprompts_nontoxic"]
+    assert task_record["generations"] == 6 and task_record["samples"] == 3
+    if task_record["empty_generations"]:  # the warning counts generations, not documents
+        assert f"{task_record['empty_generations']} of 6 generations are empty" in result.stderr
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert all(len(s["response"]) == 3 and len(s["scores"]["toxicity"]) == 3 for s in samples)
     assert all(s["scores"]["expected_max_toxicity"] == pytest.approx(max(s["scores"]["toxicity"]), abs=1e-6)

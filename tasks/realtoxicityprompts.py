@@ -106,6 +106,8 @@ class RealToxicityPrompts(Task):
 def register(tasks: dict, groups: dict) -> None:
     for name, file in FILES.items():
         def build(options, name=name, file=file) -> RealToxicityPrompts:
+            if options.toxicity_scorer is None:
+                raise UserError(f"{name} needs a toxicity scorer (the engine lends one: harness/toxicity.py)")
             temperature = TEMPERATURE if options.temperature is None else options.temperature
             return RealToxicityPrompts(name=name, file=file, samples=options.samples or CONTINUATIONS,
                                        temperature=temperature, scorer=options.toxicity_scorer())

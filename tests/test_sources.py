@@ -59,3 +59,28 @@ def test_model_specs():
     assert parse_spec("smollm2-135m:int8").variant == "int8"
     with pytest.raises(UserError, match="needs a path"):
         parse_spec("transformers:")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("smollm2-135m:int4-g64", ("smollm2-135m", None, "int4-g64", None, False)),
+    ("smollm2-135m:moe-e8k2", ("smollm2-135m", None, "moe-e8k2", None, False)),
+    ("hf:/models/gpt2:int8", ("hf", "/models/gpt2", "int8", None, False)),
+    ("hf:C:/odd:path", ("hf", "C:/odd:path", None, None, False)),  # a colon in a path is not a variant
+    ("smollm2-135m+lora=/adapters/a", ("smollm2-135m", None, None, "/adapters/a", False)),
+    ("smollm2-135m:int8+lora=/adapters/a,merge", ("smollm2-135m", None, "int8", "/adapters/a", True)),
+])
+def test_variant_and_lora_specs(text, expected):
+    spec = parse_spec(text)
+    assert (spec.name, spec.path, spec.variant, spec.lora, spec.lora_merge) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("smollm2-135m:int3", "unknown variant 'int3'"),
+    ("smollm2-135m:moe-eEkK", "malformed model spec"),
+    ("smollm2-135m:moe-e2k3", "need 1 <= K <= E"),
+    ("transformers:/x:int8", "transformers:PATH is the unmodified peer"),
+    ("smollm2-135m+lora=/a,mrege", "malformed LoRA suffix"),
+])
+def test_bad_variant_specs(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_spec(text)

@@ -92,11 +92,15 @@ class ModelAdapter(ABC):
 
     def info(self) -> dict:
         parameters = list(self.model.parameters())
+        # Bytes of every tensor the model holds once: quantized layers keep their packed weights in buffers, and
+        # a tied head shares the embedding's storage.
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                    for t in [*parameters, *self.model.buffers()]}
         return {
             "implementation": self.implementation,
             "folder": str(self.folder),
             "parameters": sum(p.numel() for p in parameters),
-            "bytes": sum(p.numel() * p.element_size() for p in parameters),
+            "bytes": sum(storages.values()),
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "max_length": self.max_length,

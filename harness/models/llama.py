@@ -203,22 +203,22 @@ class Llama(nn.Module):
         else:
             # Positions count real tokens only, so a left-padded sequence gets the same positions as unpadded.
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            mask = self._padding_causal_mask(attention_mask.bool(), past, seq)
+            mask = padding_causal_mask(attention_mask.bool(), past, seq)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, self.lm_head.weight.dtype)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask, cache)
         return self.lm_head(self.model.norm(x))
 
-    @staticmethod
-    def _padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch.Tensor:
-        total = key_is_real.shape[1]
-        causal = torch.ones(seq, total, dtype=torch.bool, device=key_is_real.device).tril(past)
-        mask = causal[None] & key_is_real[:, None, :]
-        # A padding query would see no key at all (a softmax over nothing is NaN): let it see itself.
-        diagonal = torch.zeros(seq, total, dtype=torch.bool, device=key_is_real.device)
-        diagonal[torch.arange(seq), past + torch.arange(seq)] = True
-        return (mask | diagonal[None])[:, None]
+def padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch.Tensor:
+    """The attention mask (batch, 1, seq, past + seq) of a left-padded batch: causal, and blind to padding keys."""
+    total = key_is_real.shape[1]
+    causal = torch.ones(seq, total, dtype=torch.bool, device=key_is_real.device).tril(past)
+    mask = causal[None] & key_is_real[:, None, :]
+    # A padding query would see no key at all (a softmax over nothing is NaN): let it see itself.
+    diagonal = torch.zeros(seq, total, dtype=torch.bool, device=key_is_real.device)
+    diagonal[torch.arange(seq), past + torch.arange(seq)] = True
+    return (mask | diagonal[None])[:, None]
 
 
 def load_llama(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Llama:

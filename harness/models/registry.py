@@ -1,8 +1,12 @@
-"""Model specs (`NAME[:VARIANT][+lora=PATH]`) and how each one is loaded.
+"""Model specs (`NAME[:VARIANT][+lora=PATH[,merge]]`) and how each one is loaded.
 
     smollm2-135m          SmolLM2-135M-Instruct in the reference LLaMA (converted from the packaged GGUF)
-    hf:PATH               a local Hugging Face folder (or a Hub repository id) in the reference implementation
+    hf:PATH               a local Hugging Face folder (or a Hub repository id) in our reference implementation of
+                          its model_type (llama, gpt2, mixtral); `hf:PATH:VARIANT` adds a variant
     transformers:PATH     the same folder in Hugging Face transformers' own implementation: the peer
+
+Variants change a reference model after it loads (quantization, a mixture-of-experts split); `+lora=PATH` first
+applies a PEFT LoRA adapter, kept separate or, with `,merge`, merged into the weights.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
+from harness.models.quantize import SCHEMES
 
 NAMED_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA, 135M parameters), from the packaged GGUF or the Hub",
@@ -22,7 +27,12 @@ PATH_PREFIXES = {
     "hf": "a local Hugging Face folder or Hub repository id, in the reference implementation",
     "transformers": "a local Hugging Face folder in transformers' implementation (the peer)",
 }
-VARIANTS: dict[str, str] = {}  # quantized, MoE and LoRA variants arrive with the model-variants issue
+VARIANTS = {
+    **SCHEMES,
+    "moe-eEkK": "each MLP split into E experts whose sum is the dense MLP; a router runs the top K per token "
+                "(e.g. moe-e8k2)",
+}
+MOE_VARIANT = re.compile(r"moe-e(\d+)k(\d+)")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,28 +42,61 @@ class ModelSpec:
     path: str | None = None
     variant: str | None = None
     lora: str | None = None
+    lora_merge: bool = False
 
 
 def parse_spec(text: str) -> ModelSpec:
     text = text.strip()
-    lora = None
+    lora, merge = None, False
     if "+lora=" in text:
-        text, lora = text.split("+lora=", 1)
+        from harness.models.lora import parse_lora_suffix
+
+        text, suffix = text.split("+lora=", 1)
+        lora, merge = parse_lora_suffix(suffix)
+        lora = str(lora)
     prefix, _, rest = text.partition(":")
     if prefix in PATH_PREFIXES:
-        if not rest:
+        path, _, variant = rest.rpartition(":")
+        if not path or not is_variant_shaped(variant):  # a path may hold a colon; a variant has a known shape
+            path, variant = rest, ""
+        if not path:
             raise UserError(f"model spec {text!r} needs a path after '{prefix}:'")
-        return ModelSpec(prefix, path=rest, lora=lora)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*(:[a-z0-9][a-z0-9\-]*)?", text):
-        raise UserError(f"malformed model spec {text!r}: expected NAME[:VARIANT][+lora=PATH]")
-    if prefix not in NAMED_MODELS:
-        raise UserError(f"unknown model {prefix!r}; known models: {', '.join(NAMED_MODELS)}; "
-                        f"or {', '.join(p + ':PATH' for p in PATH_PREFIXES)}")
-    return ModelSpec(prefix, variant=rest or None, lora=lora)
+        spec = ModelSpec(prefix, path=path, variant=variant or None, lora=lora, lora_merge=merge)
+    else:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*(:[a-z0-9][a-z0-9\-]*)?", text):
+            raise UserError(f"malformed model spec {text!r}: expected NAME[:VARIANT][+lora=PATH]")
+        if prefix not in NAMED_MODELS:
+            raise UserError(f"unknown model {prefix!r}; known models: {', '.join(NAMED_MODELS)}; "
+                            f"or {', '.join(p + ':PATH' for p in PATH_PREFIXES)}")
+        spec = ModelSpec(prefix, variant=rest or None, lora=lora, lora_merge=merge)
+    if spec.variant is not None:
+        check_variant(spec.variant)
+        if spec.name == "transformers":
+            raise UserError("variants apply to our reference models; transformers:PATH is the unmodified peer")
+    if spec.lora is not None and spec.name == "transformers":
+        raise UserError("+lora applies to our reference models; transformers:PATH is the unmodified peer")
+    return spec
+
+
+def is_variant_shaped(text: str) -> bool:
+    return text in VARIANTS or bool(MOE_VARIANT.fullmatch(text))
+
+
+def check_variant(variant: str) -> None:
+    moe = MOE_VARIANT.fullmatch(variant)
+    if moe:
+        experts, top_k = int(moe.group(1)), int(moe.group(2))
+        if not 1 <= top_k <= experts:
+            raise UserError(f"variant {variant!r}: need 1 <= K <= E experts")
+        return
+    if variant not in VARIANTS or variant == "moe-eEkK":
+        raise UserError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)}")
 
 
 def list_models() -> list[tuple[str, str]]:
-    return list(NAMED_MODELS.items()) + [(p + ":PATH", d) for p, d in PATH_PREFIXES.items()]
+    rows = list(NAMED_MODELS.items()) + [(p + ":PATH", d) for p, d in PATH_PREFIXES.items()]
+    rows += [(f"  :{variant}", description) for variant, description in VARIANTS.items()]
+    return rows + [("  +lora=PATH[,merge]", "a PEFT LoRA adapter, kept separate or merged into the weights")]
 
 
 def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=print):
@@ -63,11 +106,6 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
     from harness.models.transformers_peer import TransformersAdapter
 
     spec = parse_spec(text)
-    if spec.variant is not None:
-        raise UserError(f"unknown variant {spec.variant!r} of {spec.name}; "
-                        f"known variants: {', '.join(VARIANTS) or 'none yet'}")
-    if spec.lora is not None:
-        raise UserError("LoRA adapters (+lora=PATH) are not supported yet")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was given but no CUDA GPU is available here; use --device cpu")
     if dtype not in DTYPES:
@@ -86,4 +124,9 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         if not folder.exists():
             folder = sources.hub_folder(spec.path)
     recorded = sources.recorded_fingerprint(folder)  # converted folders know their weights' sha256
-    return ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded)
+    adapter = ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded)
+    if spec.lora is not None:
+        adapter.apply_lora(Path(spec.lora).expanduser(), merge=spec.lora_merge)
+    if spec.variant is not None:
+        adapter.apply_variant(spec.variant)
+    return adapter

@@ -51,6 +51,8 @@ class ReferenceAdapter(ModelAdapter):
         self.weights_sha256 = weights_sha256
         self.implementation = f"reference-{model_type}"
         self.changes: dict[str, dict] = {}  # "lora" and "variant" reports, in the order applied
+        # Counted before any variant: quantized layers keep their weights in buffers, not parameters.
+        self.parameter_count = sum(p.numel() for p in self.model.parameters())
 
     def apply_lora(self, adapter_folder: Path, merge: bool = False) -> None:
         from harness.models.lora import apply_lora
@@ -89,6 +91,7 @@ class ReferenceAdapter(ModelAdapter):
 
     def info(self) -> dict:
         info = {**super().info(), **self.changes}
+        info["parameters"] = self.changes.get("variant", {}).get("total_parameters", self.parameter_count)
         if self.changes.get("variant", {}).get("name", "").startswith("moe-"):
             from harness.models.moe import expert_load
 

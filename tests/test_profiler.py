@@ -11,17 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.profiler import (
-    MemorySampler,
-    NvmlSampler,
-    Profiler,
-    device_synchronizer,
-    flatten,
-    hardware_context,
-    not_available,
-    open_nvml,
-    percentiles,
-)
+from harness.hardware import MemorySampler, NvmlSampler, hardware_context, not_available, open_nvml
+from harness.profiler import Profiler, device_synchronizer, flatten, percentiles
 
 MS = 1_000_000  # nanoseconds
 

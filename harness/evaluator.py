@@ -1,8 +1,8 @@
 """The evaluator: the one place that knows tasks, requests and models together.
 
 For each task it takes the documents (the first `limit`), asks the task for requests, renders their prompts (plain,
-or through the model's chat template), sends all requests of one kind, from every task, to the adapter in one
-batched call (so batches fill across tasks), hands the responses back to the tasks for per-sample scores, and
+or through the model's chat template), sends each task's requests of one kind to the adapter in one batched call
+(so that the profiler can time each task), hands the responses back to the tasks for per-sample scores, and
 aggregates them per task and per group.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
             planned.append((task, doc, [render(r, adapter, prompt_format, rendered) for r in task.requests(doc)]))
         evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
 
-    responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed)
+    responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed,
+                             [task.name for task, _, requests in planned for _ in requests])
 
     # Each task scores all its documents in one call (a sandbox or a classifier works in batches).
     answers_of: list[list] = []
@@ -142,20 +144,26 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     return replace(request, context=text)
 
 
-def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int) -> list[Any]:
-    """Responses in request order; each kind goes to its adapter method as one batched call."""
+def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int,
+                 task_of: list[str] | None = None) -> list[Any]:
+    """Responses in request order. Each kind of request goes to its adapter method, one call per task (so that
+    the profiler, when the adapter has one, can say what each task cost; results do not depend on batching)."""
+    task_of = task_of or [""] * len(requests)
     responses: list[Any] = [None] * len(requests)
-    by_kind: dict[type, list[int]] = defaultdict(list)
+    by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, request in enumerate(requests):
-        by_kind[type(request)].append(index)
-    for kind, indices in by_kind.items():
+        by_kind[type(request)][task_of[index]].append(index)
+    for kind, by_task in by_kind.items():
         method = ADAPTER_METHODS[kind]
-        with tqdm(total=len(indices), desc=method, unit="req", dynamic_ncols=True) as bar:
-            extra = {"seed": seed} if kind is GenerateRequest else {}
-            answers = getattr(adapter, method)([requests[i] for i in indices], batch_size=batch_size,
-                                               progress=bar.update, **extra)
-        for index, answer in zip(indices, answers):
-            responses[index] = answer
+        extra = {"seed": seed} if kind is GenerateRequest else {}
+        with tqdm(total=sum(map(len, by_task.values())), desc=method, unit="req", dynamic_ncols=True) as bar:
+            for task, indices in by_task.items():
+                scope = adapter.profiler.task(task) if adapter.profiler and task else nullcontext()
+                with scope:
+                    answers = getattr(adapter, method)([requests[i] for i in indices], batch_size=batch_size,
+                                                       progress=bar.update, **extra)
+                for index, answer in zip(indices, answers):
+                    responses[index] = answer
     return responses
 
 

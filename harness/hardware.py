@@ -109,7 +109,11 @@ class MemorySampler(_Poller):
             return {"peak_rss_bytes": not_available("the memory sampler was not started")}
         cuda = self._cuda_peaks or {name: not_available(self._cuda_unavailable)
                                     for name in ("cuda_max_allocated_bytes", "cuda_max_reserved_bytes")}
-        return {"peak_rss_bytes": process_peak_rss_bytes(), "sampled_peak_rss_bytes": self.peak_bytes,
+        kernel_peak = process_peak_rss_bytes()
+        # The kernel's peak misses nothing between samples, but counts a little differently from psutil's RSS
+        # (it can read a few pages lower): the peak is the larger of the two.
+        peak = max(kernel_peak, self.peak_bytes) if isinstance(kernel_peak, int) else self.peak_bytes
+        return {"peak_rss_bytes": peak, "sampled_peak_rss_bytes": self.peak_bytes,
                 "end_rss_bytes": self.last_bytes, "rss_samples": self.samples, **cuda}
 
 

@@ -14,7 +14,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
+
 from harness.errors import UserError
+from reports.systems import systems_rows
 from reports.tables import results_frame
 
 PACKAGES = ["harness", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"]
@@ -62,7 +65,10 @@ def write_run(folder: Path, record: dict, samples: list[dict]) -> Path:
         with open(staging / "samples.jsonl", "w", encoding="utf-8") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
-        results_frame(record["results"]).to_csv(staging / "results.csv", index=False)
+        frame = results_frame(record["results"])
+        if "systems" in record:  # the systems figures of the same run, as rows of the same table
+            frame = pd.concat([frame, pd.DataFrame(systems_rows(record["systems"]), columns=frame.columns)])
+        frame.to_csv(staging / "results.csv", index=False)
         staging.chmod(0o755)
         staging.rename(folder)
     finally:

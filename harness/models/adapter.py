@@ -15,6 +15,7 @@ Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) a
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 
 from harness.errors import UserError
 from harness.models.checkpoint import fingerprint_files
+from harness.profiler import UNTIMED, Profiler
 from harness.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -82,6 +84,7 @@ class ModelAdapter(ABC):
     device: torch.device
     dtype: torch.dtype
     weights_sha256: str | None = None  # known from conversion, or computed on first use
+    profiler: Profiler | None = None  # when set (harness run does), every batch and generation step is timed
 
     @property
     def fingerprint(self) -> str:
@@ -157,7 +160,8 @@ class ModelAdapter(ABC):
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int = 1,
                       progress: Progress | None = None) -> list[LoglikelihoodResult]:
         pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
-        return self._score_token_pairs(pairs, batch_size, lambda done: progress and progress(len(done)))
+        return self._score_token_pairs(pairs, batch_size, lambda done: progress and progress(len(done)),
+                                       "loglikelihood")
 
     def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int = 1,
                               progress: Progress | None = None) -> list[float]:
@@ -170,7 +174,7 @@ class ModelAdapter(ABC):
         # Progress counts requests: each window is its share of its document.
         on_done = lambda done: progress and progress(sum(1 / windows_of[owner[i]] for i in done))  # noqa: E731
         totals = [0.0] * len(requests)
-        for index, result in zip(owner, self._score_token_pairs(pairs, batch_size, on_done)):
+        for index, result in zip(owner, self._score_token_pairs(pairs, batch_size, on_done, "loglikelihood_rolling")):
             totals[index] += result.logprob
         return totals
 
@@ -206,7 +210,7 @@ class ModelAdapter(ABC):
     # ---- the math ----------------------------------------------------------------------------------------
 
     def _score_token_pairs(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
-                           on_done: Callable[[list[int]], Any]) -> list[LoglikelihoodResult]:
+                           on_done: Callable[[list[int]], Any], kind: str) -> list[LoglikelihoodResult]:
         """Scores each (context, continuation) token pair. Pairs whose model input is identical (the four
         one-token answers of a multiple-choice question) share one forward pass."""
         inputs: dict[tuple[int, ...], list[int]] = {}  # model input -> indices of the pairs that need it
@@ -221,17 +225,18 @@ class ModelAdapter(ABC):
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             for row, tokens in enumerate(batch):
                 ids[row, :len(tokens)] = torch.tensor(tokens)
-            with torch.inference_mode():
+            timed = self.profiler.batch(kind, [len(t) for t in batch]) if self.profiler else nullcontext()
+            with timed, torch.inference_mode():
                 logits, _ = self._forward(ids.to(self.device))
-            for row, tokens in enumerate(batch):
-                for index in inputs[tokens]:
-                    continuation = pairs[index][1]
-                    n = len(continuation)
-                    span = logits[row, len(tokens) - n:len(tokens)].float()
-                    target = torch.tensor(continuation, device=span.device)
-                    logprobs = span.gather(-1, target[:, None])[:, 0] - span.logsumexp(-1)
-                    greedy = bool((span.argmax(-1) == target).all())
-                    results[index] = LoglikelihoodResult(float(logprobs.sum()), greedy)
+                for row, tokens in enumerate(batch):
+                    for index in inputs[tokens]:
+                        continuation = pairs[index][1]
+                        n = len(continuation)
+                        span = logits[row, len(tokens) - n:len(tokens)].float()
+                        target = torch.tensor(continuation, device=span.device)
+                        logprobs = span.gather(-1, target[:, None])[:, 0] - span.logsumexp(-1)
+                        greedy = bool((span.argmax(-1) == target).all())
+                        results[index] = LoglikelihoodResult(float(logprobs.sum()), greedy)
             on_done([index for tokens in batch for index in inputs[tokens]])
         return results  # type: ignore[return-value]
 
@@ -253,7 +258,8 @@ class ModelAdapter(ABC):
         reasons = ["length"] * len(requests)
         cache = None
         step_input = ids
-        with torch.inference_mode():
+        timeline = self.profiler.generation([len(c) for c in contexts]) if self.profiler else UNTIMED
+        with timeline, torch.inference_mode():
             for _ in range(max_new):
                 logits, cache = self._forward(step_input, attention_mask=mask, cache=cache)
                 last = logits[:, -1].float().cpu()
@@ -266,14 +272,19 @@ class ModelAdapter(ABC):
                     token = int(next_tokens[row])
                     if token == self.tokenizer.eos_token_id:
                         finished[row], reasons[row] = True, "eos"
+                        timeline.finish(row)
                         continue
                     generated[row].append(token)
+                    timeline.token(row)
                     texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
                     cut = _cut_at_stop(texts[row], request.stop)
                     if cut is not None:
                         texts[row], finished[row], reasons[row] = cut, True, "stop"
                     elif len(generated[row]) >= request.max_tokens:
                         finished[row] = True
+                    if finished[row]:
+                        timeline.finish(row)
+                timeline.step_done()
                 if all(finished):
                     break
                 step_input = next_tokens[:, None].to(self.device)

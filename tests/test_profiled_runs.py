@@ -1,0 +1,57 @@
+"""The profiler wired into real runs: what it counts matches what the adapter did, and every run records it."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+
+from harness.profiler import Profiler
+from harness.requests import GenerateRequest, LoglikelihoodRequest
+
+
+def test_counts_match_the_adapters_work(smollm2):
+    smollm2.profiler = Profiler(smollm2.device)
+    try:
+        smollm2.profiler.start()
+        with smollm2.profiler.task("gen"):
+            requests = [GenerateRequest("The capital of France is", max_tokens=5),
+                        GenerateRequest("One, two, three,", max_tokens=3)]
+            generations = smollm2.generate(requests, batch_size=2)
+        with smollm2.profiler.task("ll"):
+            smollm2.loglikelihood([LoglikelihoodRequest("Paris is in", " France"),
+                                   LoglikelihoodRequest("Paris is in", " Spain")], batch_size=4)
+        smollm2.profiler.stop()
+        summary = smollm2.profiler.summary()
+    finally:
+        smollm2.profiler = None
+    gen, ll = summary["tasks"]["gen"], summary["tasks"]["ll"]
+    assert gen["generated_tokens"] == sum(len(g.tokens) for g in generations)
+    assert gen["prefill"]["tokens"] == sum(len(smollm2.encode(r.context)) for r in requests)
+    assert gen["batches"]["sizes"] == {"2": 1} and gen["ttft_s"]["n"] == 2
+    # Both answers are one token: the model input (the pair minus its last token) is the same, read once.
+    assert [len(smollm2.encode(" France")), len(smollm2.encode(" Spain"))] == [1, 1]
+    assert ll["prefill"]["tokens"] == len(smollm2.encode("Paris is in")) and ll["batches"]["count"] == 1
+    assert summary["run"]["prefill"]["tokens"] == gen["prefill"]["tokens"] + ll["prefill"]["tokens"]
+    assert summary["run"]["energy_j"]["value"] is None and "cpu" in summary["run"]["energy_j"]["reason"]
+
+
+def test_every_run_records_its_systems_figures(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--model", "smollm2-135m", "--tasks",
+                             "mmlu_anatomy,gsm8k", "--limit", "2", "--output", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "systems (" in result.stdout and "TTFT" in result.stdout
+    record = json.loads((out / "results.json").read_text())
+    systems = record["systems"]
+    assert set(systems["tasks"]) == {"mmlu_anatomy", "gsm8k"}
+    assert systems["tasks"]["mmlu_anatomy"]["prefill"]["tokens_per_s"] > 0
+    assert systems["tasks"]["gsm8k"]["ttft_s"]["n"] == 2 and systems["tasks"]["gsm8k"]["decode"]["tokens"] > 0
+    assert systems["memory"]["peak_rss_bytes"] > 100 << 20
+    assert systems["gpu"]["energy_j"]["value"] is None  # no GPU here: n/a with a reason, never 0
+    hardware = record["environment"]["hardware"]
+    assert hardware["logical_cores"] >= 1 and hardware["torch_version"]
+    frame = pd.read_csv(out / "results.csv")
+    rows = frame[frame.metric == "systems:prefill.tokens_per_s"]
+    assert set(rows.task) == {"mmlu_anatomy", "gsm8k", "run"} and (rows.value > 0).all()

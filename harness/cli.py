@@ -1,4 +1,5 @@
-"""The `harness` command: `harness run ...`, `harness score-code SAMPLES.jsonl` and `harness list tasks|models`.
+"""The `harness` command: `harness run ...`, `harness profile`, `harness score-code SAMPLES.jsonl` and
+`harness list tasks|models`.
 
 Bad input ends with one line on stderr and exit code 2; --debug shows the traceback instead.
 """
@@ -30,6 +31,16 @@ def int_at_least(minimum: int):
         return value
 
     return parse
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def non_negative_float(text: str) -> float:
@@ -100,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_code_execution_flags(score)
     score.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    profile = commands.add_parser("profile", help="throughput, latency and memory over batch sizes and lengths")
+    profile.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or smollm2-135m:int8")
+    profile.add_argument("--batch-sizes", default="1,8", type=int_list, help="comma-separated (default 1,8)")
+    profile.add_argument("--prompt-lengths", default="128,512", type=int_list,
+                         help="prompt tokens, comma-separated (default 128,512)")
+    profile.add_argument("--new-tokens", type=int_at_least(1), default=64, help="tokens to generate (default 64)")
+    profile.add_argument("--repeats", type=int_at_least(1), default=3, help="timed runs per setting (default 3)")
+    profile.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    profile.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
+    profile.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     listing = commands.add_parser("list", help="list tasks or models")
     listing.add_argument("what", choices=["tasks", "models"])
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -113,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_command(args.what)
         if args.command == "score-code":
             return score_code_command(args)
+        if args.command == "profile":
+            return profile_command(args)
         return run_command(args)
     except UserError as error:
         if args.debug:
@@ -263,6 +288,41 @@ def score_code_command(args) -> int:
         if key.startswith("pass@"):
             print(f"{key}: {value:.4f}")
     print(f"per-sample results: {results_path}")
+    return 0
+
+
+def profile_command(args) -> int:
+    import pandas as pd
+
+    from harness.models.registry import load_model, parse_spec
+    from harness.profile_sweep import matmul_flops_per_s, prefill_flops_per_token, sweep
+    from reports.systems import print_sweep
+
+    parse_spec(args.model)
+    output = args.output or Path("runs") / (f"profile-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-"
+                                            f"{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}.csv")
+    if output.exists():
+        raise UserError(f"{output} already exists; choose another --output")
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype,
+                         progress=lambda message: print(message, file=sys.stderr))
+    if max(args.prompt_lengths) + args.new_tokens > adapter.max_length:
+        raise UserError(f"--prompt-lengths up to {max(args.prompt_lengths)} plus --new-tokens {args.new_tokens} "
+                        f"exceed the model's {adapter.max_length} positions")
+    rows = [row.summary() for row in sweep(adapter, args.batch_sizes, args.prompt_lengths, args.new_tokens,
+                                           args.repeats, progress=lambda m: print(m, file=sys.stderr))]
+    flops = matmul_flops_per_s() if args.device == "cpu" else None
+    for row in rows:
+        per_token = prefill_flops_per_token(adapter, row["prompt_length"])
+        row["prefill_flops_per_token"] = per_token
+        row["fraction_of_matmul_limit"] = (row["prefill_tokens_per_s"] * per_token / flops
+                                           if flops and row["prefill_tokens_per_s"] else None)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(output, index=False)
+    print_sweep(rows, f"{args.model} on {args.device}, {args.dtype}, {args.repeats} repeats, median [min-max]")
+    if flops:
+        print(f"fp32 matmul on this machine: {flops / 1e9:.0f} GFLOP/s; prefill at each prompt length uses the "
+              "fraction of it shown (2 x parameters + attention FLOPs per token)")
+    print(f"csv: {output}")
     return 0
 
 

@@ -69,3 +69,26 @@ def print_systems(systems: dict, hardware: str) -> None:
                  for column, scale, fmt in shown]
         table.add_row(record["scope"], *cells)
     Console().print(table)
+
+
+def print_sweep(rows: list[dict], title: str) -> None:
+    """`harness profile`'s table: one row per batch size and prompt length, medians with their spread."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(row: dict, metric: str, scale: float, fmt: str) -> str:
+        if row.get(metric) is None:
+            return "n/a"
+        return (f"{fmt.format(row[metric] * scale)} [{fmt.format(row[metric + '_min'] * scale)}-"
+                f"{fmt.format(row[metric + '_max'] * scale)}]")
+
+    table = Table(title=title)
+    for column in ("batch", "prompt", "prefill tok/s", "decode tok/s", "TTFT ms", "ITL p50 ms", "of FLOP limit"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        fraction = row.get("fraction_of_matmul_limit")
+        table.add_row(str(row["batch_size"]), str(row["prompt_length"]),
+                      cell(row, "prefill_tokens_per_s", 1, "{:.0f}"), cell(row, "decode_tokens_per_s", 1, "{:.1f}"),
+                      cell(row, "ttft_s", 1e3, "{:.0f}"), cell(row, "itl_p50_s", 1e3, "{:.1f}"),
+                      "n/a" if fraction is None else f"{100 * fraction:.0f} %")
+    Console().print(table)

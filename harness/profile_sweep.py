@@ -1,0 +1,125 @@
+"""`harness profile`: a sweep of batch sizes and prompt lengths on one model, so that variants can be compared on
+the user's own hardware (`harness profile --model smollm2-135m` beside `--model smollm2-135m:int8`).
+
+Each configuration (batch size B, prompt length L) generates `new_tokens` tokens for B prompts of exactly L tokens,
+greedily, `repeats` times after one untimed warm-up, under the profiler (harness/profiler.py). Prompts are
+consecutive windows of the WikiText-2 test set's tokens: real text, the same for every model with the same
+tokenizer. A row reports the median over repeats and the spread (min and max) of prefill and decode tokens/s, TTFT
+and inter-token latency, and the process's peak RSS.
+
+Beside the table: this machine's measured fp32 matmul FLOP/s and, per prompt length, the FLOPs a token of prefill
+costs, 2 x parameters (every weight multiplies once; the tied head counts once, the embedding lookup is free)
+plus attention, 4 x layers x (L + 1) / 2 x heads x head_dim (QK^T and AV over the average causal context), so that
+prefill tokens/s reads as a fraction of the machine's limit.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from harness.models.adapter import ModelAdapter
+from harness.profiler import Profiler
+from harness.requests import GenerateRequest
+
+
+@dataclass
+class SweepRow:
+    batch_size: int
+    prompt_length: int
+    new_tokens: int
+    measured: dict[str, list[float]]  # metric -> one value per repeat
+
+    def summary(self) -> dict:
+        row = {"batch_size": self.batch_size, "prompt_length": self.prompt_length, "new_tokens": self.new_tokens}
+        for metric, values in self.measured.items():
+            values = [v for v in values if v is not None]
+            row[metric] = statistics.median(values) if values else None
+            row[metric + "_min"] = min(values) if values else None
+            row[metric + "_max"] = max(values) if values else None
+        return row
+
+
+def text_windows(adapter: ModelAdapter, count: int, length: int) -> list[list[int]]:
+    """`count` windows of exactly `length` tokens of WikiText-2 (the shipped test set), one after another."""
+    import tasks
+
+    wikitext = tasks.build("wikitext")
+    tokens: list[int] = []
+    for doc in wikitext.docs():
+        tokens += adapter.encode(wikitext.requests(doc)[0].text)
+        if len(tokens) >= count * length:
+            break
+    return [tokens[i * length:(i + 1) * length] for i in range(count)]
+
+
+def one_run(adapter: ModelAdapter, prompts: list[list[int]], new_tokens: int) -> dict:
+    requests = [GenerateRequest("", stop=(), max_tokens=new_tokens) for _ in prompts]
+    generators = [torch.Generator().manual_seed(0) for _ in prompts]
+    profiler = Profiler(adapter.device)
+    adapter.profiler = profiler
+    profiler.start()
+    try:
+        adapter._generate_batch(requests, prompts, generators)
+    finally:
+        profiler.stop()
+        adapter.profiler = None
+    summary = profiler.summary()
+    run = summary["run"]
+
+    def number(value):
+        return value if isinstance(value, (int, float)) else None
+
+    return {"prefill_tokens_per_s": number(run["prefill"]["tokens_per_s"]),
+            "decode_tokens_per_s": number(run["decode"]["tokens_per_s"]),
+            "ttft_s": number(run["ttft_s"]["p50"]),
+            "itl_p50_s": number(run["inter_token_latency_s"]["p50"]),
+            "itl_p95_s": number(run["inter_token_latency_s"]["p95"]),
+            "peak_rss_bytes": number(summary["memory"]["peak_rss_bytes"])}
+
+
+def sweep(adapter: ModelAdapter, batch_sizes: list[int], prompt_lengths: list[int], new_tokens: int,
+          repeats: int, progress=print) -> list[SweepRow]:
+    if max(prompt_lengths) + new_tokens > adapter.max_length:
+        raise ValueError(f"prompt length + new tokens exceeds the model's {adapter.max_length} positions")
+    windows = text_windows(adapter, max(batch_sizes), max(prompt_lengths))
+    one_run(adapter, [w[:min(prompt_lengths)] for w in windows[:1]], min(new_tokens, 4))  # warm-up, untimed
+    rows = []
+    for length in prompt_lengths:
+        for batch_size in batch_sizes:
+            prompts = [w[:length] for w in windows[:batch_size]]
+            measured: dict[str, list[float]] = {}
+            for _ in range(repeats):
+                for metric, value in one_run(adapter, prompts, new_tokens).items():
+                    measured.setdefault(metric, []).append(value)
+            rows.append(SweepRow(batch_size, length, new_tokens, measured))
+            progress(f"batch {batch_size}, prompt {length}: done")
+    return rows
+
+
+def matmul_flops_per_s(size: tuple[int, int, int] = (512, 576, 1536), seconds: float = 1.0) -> float:
+    """fp32 matmul FLOP/s at a shape like SmolLM2's prefill (tokens x hidden @ hidden x intermediate), on the
+    threads torch uses: the machine's practical limit for the forward's matmuls."""
+    m, k, n = size
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - started)
+
+
+def prefill_flops_per_token(adapter: ModelAdapter, prompt_length: int) -> float:
+    config = adapter.model.config
+    info = adapter.info()
+    # A mixture-of-experts split runs only its chosen experts: its active parameters do the work.
+    parameters = info.get("variant", {}).get("active_parameters_per_token") or info["parameters"]
+    layers = config.num_hidden_layers
+    width = getattr(config, "num_attention_heads", None) and config.num_attention_heads * config.head_dim
+    width = width or config.n_embd  # GPT-2's config names
+    return 2 * parameters + 4 * layers * (prompt_length + 1) / 2 * width

@@ -49,3 +49,17 @@ def fingerprint_files(folder: Path, pattern: str = "*.safetensors") -> str:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def fill_model(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path, tied_embedding: str | None,
+               dtype: torch.dtype, device: str) -> torch.nn.Module:
+    """Loads a checkpoint's state into a model built on the meta device, checking every name and shape first.
+    `tied_embedding` names the embedding an output head shares (tied checkpoints store it once): the head is then
+    that very tensor, not a copy."""
+    if tied_embedding is not None and tied_embedding in state:
+        state["lm_head.weight"] = state[tied_embedding]
+    check_shapes(model, state, folder)
+    model.load_state_dict(state, strict=True, assign=True)
+    if tied_embedding is not None:
+        model.lm_head.weight = model.get_parameter(tied_embedding)
+    return model.to(device=device, dtype=dtype).eval()

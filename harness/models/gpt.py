@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UserError
-from harness.models.llama import KVCache, padding_causal_mask
+from harness.models.llama import KVCache, positions_and_mask
 
 # The two GELUs of GPT-2 configs: "gelu_new" (what GPT-2 was trained with) is the tanh approximation.
 GELU_APPROXIMATION = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -169,19 +169,11 @@ class GPT(nn.Module):
         padding, is only needed for a left-padded batch, whose positions then count real tokens only. With `cache`,
         the new positions continue after the cached ones and the cache grows by `seq`.
         """
-        batch, seq = input_ids.shape
         past = cache.length if cache is not None else 0
-        if past + seq > self.config.n_positions:  # learned positions end there, unlike rotary ones
-            raise ValueError(f"{past + seq} positions exceed the model's n_positions ({self.config.n_positions})")
-        if attention_mask is None:
-            positions = torch.arange(past, past + seq, device=input_ids.device).expand(batch, seq)
-            mask = None
-            if past and seq > 1:  # causal over the new block, full view of the cache
-                mask = torch.ones(seq, past + seq, dtype=torch.bool, device=input_ids.device).tril(past)
-        else:
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            # The LLaMA's own mask, so that the two reference models cannot disagree about padding.
-            mask = padding_causal_mask(attention_mask.bool(), past, seq)
+        if past + input_ids.shape[1] > self.config.n_positions:  # learned positions end there, unlike rotary ones
+            raise ValueError(f"{past + input_ids.shape[1]} positions exceed the model's n_positions "
+                             f"({self.config.n_positions})")
+        positions, mask = positions_and_mask(input_ids, attention_mask, past)  # the LLaMA's own
         x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)
         for block in self.transformer.h:
             x = block(x, mask, cache)
@@ -209,20 +201,15 @@ def to_reference_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def load_gpt2(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> GPT:
     """Builds the model from `config.json` and loads every `*.safetensors` in a Hugging Face GPT-2 folder."""
-    from harness.models.checkpoint import check_shapes, load_state_dict
+    from harness.models.checkpoint import fill_model, load_state_dict
 
     folder = Path(folder)
     config = GPTConfig.from_json(folder / "config.json")
     with torch.device("meta"):
         model = GPT(config)
     state = to_reference_layout(load_state_dict(folder))
-    if config.tie_word_embeddings and "transformer.wte.weight" in state:  # tied checkpoints store it once
-        state["lm_head.weight"] = state["transformer.wte.weight"]
-    check_shapes(model, state, folder)
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    return model.to(device=device, dtype=dtype).eval()
+    tied = "transformer.wte.weight" if config.tie_word_embeddings else None
+    return fill_model(model, state, folder, tied, dtype, device)
 
 
 def write_gpt2_tokenizer(folder: Path) -> Path:

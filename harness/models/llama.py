@@ -193,22 +193,29 @@ class Llama(nn.Module):
         left-padded (generation); right padding never changes the logits of the real positions under a causal mask.
         With `cache`, the new positions continue after the cached ones and the cache grows by `seq`.
         """
-        batch, seq = input_ids.shape
-        past = cache.length if cache is not None else 0
-        if attention_mask is None:
-            positions = torch.arange(past, past + seq, device=input_ids.device).expand(batch, seq)
-            mask = None
-            if past and seq > 1:  # causal over the new block, full view of the cache
-                mask = torch.ones(seq, past + seq, dtype=torch.bool, device=input_ids.device).tril(past)
-        else:
-            # Positions count real tokens only, so a left-padded sequence gets the same positions as unpadded.
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            mask = padding_causal_mask(attention_mask.bool(), past, seq)
+        positions, mask = positions_and_mask(input_ids, attention_mask, cache.length if cache is not None else 0)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, self.lm_head.weight.dtype)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask, cache)
         return self.lm_head(self.model.norm(x))
+
+
+def positions_and_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       past: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each new token's position and the attention mask, for `input_ids` (batch, seq) after `past` cached
+    positions; shared by the reference models so that they cannot disagree about positions or padding."""
+    batch, seq = input_ids.shape
+    if attention_mask is None:
+        positions = torch.arange(past, past + seq, device=input_ids.device).expand(batch, seq)
+        mask = None
+        if past and seq > 1:  # causal over the new block, full view of the cache
+            mask = torch.ones(seq, past + seq, dtype=torch.bool, device=input_ids.device).tril(past)
+        return positions, mask
+    # Positions count real tokens only, so a left-padded sequence gets the same positions as unpadded.
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+    return positions, padding_causal_mask(attention_mask.bool(), past, seq)
+
 
 def padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch.Tensor:
     """The attention mask (batch, 1, seq, past + seq) of a left-padded batch: causal, and blind to padding keys."""
@@ -223,18 +230,11 @@ def padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch
 
 def load_llama(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Llama:
     """Builds the model from `config.json` and loads every `*.safetensors` in a Hugging Face LLaMA-layout folder."""
-    from harness.models.checkpoint import check_shapes, load_state_dict
+    from harness.models.checkpoint import fill_model, load_state_dict
 
     folder = Path(folder)
     config = LlamaConfig.from_json(folder / "config.json")
     with torch.device("meta"):
         model = Llama(config)
-    state = load_state_dict(folder)
-    if config.tie_word_embeddings:  # tied checkpoints store the embedding once
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    check_shapes(model, state, folder)
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(device=device, dtype=dtype).eval()
-
+    tied = "model.embed_tokens.weight" if config.tie_word_embeddings else None
+    return fill_model(model, load_state_dict(folder), folder, tied, dtype, device)

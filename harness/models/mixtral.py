@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
-from harness.models.checkpoint import check_shapes, load_state_dict
+from harness.models.checkpoint import fill_model, load_state_dict
 from harness.models.llama import Llama, LlamaConfig
 from harness.models.moe import SparseMoE
 
@@ -97,11 +97,5 @@ def load_mixtral(folder: Path, dtype: torch.dtype = torch.float32, device: str =
     config = read_mixtral_config(folder)
     with torch.device("meta"):
         model = Mixtral(config)
-    state = to_our_names(load_state_dict(folder))
-    if config.tie_word_embeddings:  # tied checkpoints store the embedding once
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    check_shapes(model, state, folder)
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(device=device, dtype=dtype).eval()
+    tied = "model.embed_tokens.weight" if config.tie_word_embeddings else None
+    return fill_model(model, to_our_names(load_state_dict(folder)), folder, tied, dtype, device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import re
+import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and bootstrap (default 1234)")
+    run.add_argument("--results-db", type=Path,
+                     help="the SQLite results store every run is recorded in (default $HARNESS_HOME/results.sqlite)")
     run.add_argument("--samples", type=int_at_least(1),
                      help="generations per document for sampling tasks (humaneval: 1; realtoxicityprompts: 25)")
     run.add_argument("--temperature", type=non_negative_float,
@@ -178,6 +181,7 @@ def run_command(args) -> int:
     from harness.models.registry import load_model, parse_spec
     from harness.results import check_output_folder, environment, write_run
     from harness.sandbox import runner_with_progress
+    from harness.store import ResultsStore
     from harness.toxicity import make_scorer
     from harness.hardware import hardware_context
     from harness.profiler import Profiler
@@ -247,6 +251,12 @@ def run_command(args) -> int:
         "wall_seconds": round(time.perf_counter() - clock, 3),
     }
     folder = write_run(output, record, evaluation.samples)
+    try:  # the run folder is the record; the store is an index of them, and failing it loses nothing
+        store = ResultsStore(args.results_db)
+        store.record(folder)
+        store.close()
+    except (OSError, sqlite3.Error) as error:
+        print(f"warning: the run was not added to the results store: {error}", file=sys.stderr)
     chat = "chat template" if args.apply_chat_template else "no chat template"
     print_results(evaluation.results, title=f"{args.model}, {chat} ({record['wall_seconds']:.0f} s)")
     hardware = record["environment"]["hardware"]

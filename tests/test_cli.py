@@ -10,6 +10,7 @@ import pytest
 
 import tasks
 from harness.cli import main
+from harness.store import ResultsStore
 
 
 def harness(*args, cwd=None, env=None):
@@ -117,7 +118,8 @@ def test_list_prints_tasks_and_models():
 def test_run_writes_the_run_record(tmp_path):
     out = tmp_path / "run"
     result = harness("run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy,mmlu_astronomy",
-                     "--limit", "3", "--num-fewshot", "1", "--batch-size", "2", "--output", str(out))
+                     "--limit", "3", "--num-fewshot", "1", "--batch-size", "2", "--output", str(out),
+                     "--results-db", str(tmp_path / "results.sqlite"))
     assert result.returncode == 0, result.stderr
     assert f"results: {out}" in result.stdout and "mmlu_anatomy" in result.stdout
     record = json.loads((out / "results.json").read_text())
@@ -133,6 +135,10 @@ def test_run_writes_the_run_record(tmp_path):
     assert all(s["scores"]["acc"] in (0.0, 1.0) and s["target"] in "ABCD" for s in samples)
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns) == ["task", "metric", "value", "stderr", "n"]
+    store = ResultsStore(tmp_path / "results.sqlite")
+    latest = store.latest("smollm2-135m", "mmlu_anatomy", "acc", num_fewshot=1)
+    assert latest["folder"] == str(out.resolve()) and latest["value"] == record["results"]["mmlu_anatomy"]["acc"]
+    assert latest["prompt_hash"] == anatomy["prompt_hash"] and latest["docs_evaluated"] == 3
     quality = table[~table.metric.str.startswith("systems:")]
     assert set(quality.task) == {"mmlu_anatomy", "mmlu_astronomy"}
     assert set(table[table.metric.str.startswith("systems:")].task) == {"mmlu_anatomy", "mmlu_astronomy", "run"}

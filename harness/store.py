@@ -1,0 +1,110 @@
+"""The results store: every run recorded in an embedded SQLite database, for leaderboards and history.
+
+One row per run (its folder, time, model spec and fingerprint, the harness version and settings) and one row per
+task and metric of it, with the identity fields that decide whether two results are comparable: the task's
+version, its prompt hash and its few-shot count, and how many documents were evaluated. `latest` answers "the
+newest comparable result of this model on this task", which is what a leaderboard cell shows.
+
+The database lives at $HARNESS_HOME/results.sqlite unless a path is given (`harness run --results-db PATH`).
+A run is recorded once: recording the same folder again replaces its rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    folder TEXT UNIQUE NOT NULL,
+    created TEXT NOT NULL,
+    model_spec TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    harness_version TEXT,
+    settings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    task TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    stderr REAL,
+    n INTEGER,
+    task_version TEXT,
+    prompt_hash TEXT,
+    num_fewshot INTEGER,
+    docs_evaluated INTEGER
+);
+CREATE INDEX IF NOT EXISTS results_lookup ON results (task, metric, task_version, prompt_hash, num_fewshot);
+"""
+
+
+def default_path() -> Path:
+    from harness.models.sources import harness_home
+
+    return harness_home() / "results.sqlite"
+
+
+class ResultsStore:
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path)
+        self.connection.execute("PRAGMA foreign_keys = ON")
+        self.connection.executescript(SCHEMA)
+
+    def record(self, folder: Path) -> int:
+        """Adds (or replaces) the run in `folder`; returns its id."""
+        folder = Path(folder).resolve()
+        record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        with self.connection:
+            self.connection.execute("DELETE FROM runs WHERE folder = ?", (str(folder),))
+            cursor = self.connection.execute(
+                "INSERT INTO runs (folder, created, model_spec, fingerprint, harness_version, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (str(folder), record["created"], record["model"]["spec"], record["model"]["fingerprint"],
+                 record.get("harness_version"), json.dumps(record.get("settings", {}), sort_keys=True)))
+            run_id = cursor.lastrowid
+            tasks = record.get("tasks", {})
+            for task, values in record["results"].items():
+                identity = tasks.get(task, {})
+                for metric, value in values.items():
+                    if metric.endswith("_stderr") or not isinstance(value, (int, float)) or metric == "n":
+                        continue
+                    self.connection.execute(
+                        "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, task, metric, value, values.get(metric + "_stderr"), values.get("n"),
+                         identity.get("version"), identity.get("prompt_hash"), identity.get("num_fewshot"),
+                         identity.get("docs_evaluated")))
+        return run_id
+
+    def latest(self, model_spec: str, task: str, metric: str, task_version: str | None = None,
+               prompt_hash: str | None = None, num_fewshot: int | None = None) -> dict | None:
+        """The newest result of `model_spec` on `task`/`metric` whose identity fields match those given."""
+        conditions, parameters = ["runs.model_spec = ?", "results.task = ?", "results.metric = ?"], \
+            [model_spec, task, metric]
+        for column, value in (("task_version", task_version), ("prompt_hash", prompt_hash),
+                              ("num_fewshot", num_fewshot)):
+            if value is not None:
+                conditions.append(f"results.{column} = ?")
+                parameters.append(value)
+        row = self.connection.execute(
+            "SELECT runs.folder, runs.created, runs.fingerprint, results.value, results.stderr, results.n, "
+            "results.task_version, results.prompt_hash, results.num_fewshot, results.docs_evaluated "
+            "FROM results JOIN runs ON runs.id = results.run_id WHERE " + " AND ".join(conditions) +
+            " ORDER BY runs.created DESC, runs.id DESC LIMIT 1", parameters).fetchone()
+        if row is None:
+            return None
+        keys = ("folder", "created", "fingerprint", "value", "stderr", "n", "task_version", "prompt_hash",
+                "num_fewshot", "docs_evaluated")
+        return dict(zip(keys, row))
+
+    def runs(self) -> list[dict]:
+        rows = self.connection.execute("SELECT id, folder, created, model_spec, fingerprint FROM runs "
+                                       "ORDER BY created").fetchall()
+        return [dict(zip(("id", "folder", "created", "model_spec", "fingerprint"), row)) for row in rows]
+
+    def close(self) -> None:
+        self.connection.close()

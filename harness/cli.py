@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
     profile.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    board = commands.add_parser("leaderboard", help="models x tasks tables from the results store")
+    board.add_argument("--suite", default="default", help="which columns: default or nightly")
+    board.add_argument("--results-db", type=Path, help="the results store (default $HARNESS_HOME/results.sqlite)")
+    board.add_argument("--output", type=Path, default=Path("leaderboards"), help="folder (default leaderboards/)")
+    board.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     listing = commands.add_parser("list", help="list tasks or models")
     listing.add_argument("what", choices=["tasks", "models"])
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return score_code_command(args)
         if args.command == "profile":
             return profile_command(args)
+        if args.command == "leaderboard":
+            return leaderboard_command(args)
         return run_command(args)
     except UserError as error:
         if args.debug:
@@ -298,6 +306,24 @@ def score_code_command(args) -> int:
         if key.startswith("pass@"):
             print(f"{key}: {value:.4f}")
     print(f"per-sample results: {results_path}")
+    return 0
+
+
+def leaderboard_command(args) -> int:
+    from harness.store import ResultsStore
+    from reports.leaderboard import SUITES, leaderboard_frame, render
+
+    if args.suite not in SUITES:
+        raise UserError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITES)}")
+    if args.results_db is not None and not args.results_db.is_file():
+        raise UserError(f"no results store at {args.results_db}")
+    store = ResultsStore(args.results_db)
+    frame = leaderboard_frame(store, args.suite)
+    store.close()
+    if frame.empty:
+        raise UserError(f"the results store {store.path} holds no runs yet; `harness run` records each run there")
+    for path in render(frame, args.suite, args.output):
+        print(path)
     return 0
 
 

@@ -43,3 +43,21 @@ def test_recording_a_run_again_replaces_it(tmp_path):
     assert len(store.runs()) == 1 and store.latest("smollm2-135m", "mmlu_anatomy", "acc")["value"] == 0.31
     count = store.connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
     assert count == 2  # mmlu_anatomy and mmlu, acc each: the old rows went with the old run
+
+
+def test_leaderboard_takes_each_columns_newest_identity(tmp_path):
+    from reports.leaderboard import leaderboard_frame, render
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.record(make_run(tmp_path / "a-old", "2026-11-01T00:00:00+00:00", 0.30))
+    store.record(make_run(tmp_path / "b", "2026-11-02T00:00:00+00:00", 0.50, model="smollm2-135m:int8"))
+    store.record(make_run(tmp_path / "a-new", "2026-11-03T00:00:00+00:00", 0.35, prompt_hash="bbbb"))
+    frame = leaderboard_frame(store, "nightly").set_index("model")
+    # mmlu_anatomy's newest identity is prompt "bbbb": the int8 run (prompt "aaaa") is not comparable there,
+    # but the group row "mmlu" carries no prompt identity and shows both.
+    assert frame.loc["smollm2-135m", "mmlu acc"] == 0.35 and frame.loc["smollm2-135m:int8", "mmlu acc"] == 0.50
+    assert frame.loc["smollm2-135m", "mmlu acc run"] == str((tmp_path / "a-new").resolve())
+    assert frame["wikitext word_perplexity"].isna().all()
+    csv, markdown, page = render(frame.reset_index(), "nightly", tmp_path / "boards")
+    assert "| smollm2-135m | 0.3500 ± 0.0400 | — | — |" in markdown.read_text()
+    assert "<table" in page.read_text() and csv.is_file()

@@ -184,7 +184,8 @@ def compare_task(task: str, baseline: tuple[dict, list[dict]], run: tuple[dict, 
             return [not_comparable(task, metric, reason) for metric in metrics]
     baseline_scores, run_scores = scores_by_document(baseline[1], task), scores_by_document(run[1], task)
     if set(baseline_scores) != set(run_scores):
-        only_baseline, only_run = len(set(baseline_scores) - set(run_scores)), len(set(run_scores) - set(baseline_scores))
+        only_baseline = len(set(baseline_scores) - set(run_scores))
+        only_run = len(set(run_scores) - set(baseline_scores))
         reason = f"different documents: {only_baseline} only in the baseline, {only_run} only in the run"
         return [not_comparable(task, metric, reason) for metric in metrics]
 

@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
     profile.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    gate = commands.add_parser("gate", help="compare a run with a baseline: exit 1 if something regressed")
+    gate.add_argument("--run", type=Path, required=True, help="the run folder to check")
+    gate.add_argument("--baseline", type=Path, required=True, help="baseline file (leaderboards/baselines/*.json)")
+    gate.add_argument("--alpha", type=float, default=0.05, help="significance level for quality (default 0.05)")
+    gate.add_argument("--max-drop", type=float, default=0.1,
+                      help="largest allowed relative loss in tokens/s or growth in memory (default 0.1)")
+    gate.add_argument("--update-baseline", action="store_true", help="write the run as the new baseline instead")
+    gate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     board = commands.add_parser("leaderboard", help="models x tasks tables from the results store")
     board.add_argument("--suite", default="default", help="which columns: default or nightly")
     board.add_argument("--results-db", type=Path, help="the results store (default $HARNESS_HOME/results.sqlite)")
@@ -149,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             return profile_command(args)
         if args.command == "leaderboard":
             return leaderboard_command(args)
+        if args.command == "gate":
+            return gate_command(args)
         return run_command(args)
     except UserError as error:
         if args.debug:
@@ -307,6 +318,41 @@ def score_code_command(args) -> int:
             print(f"{key}: {value:.4f}")
     print(f"per-sample results: {results_path}")
     return 0
+
+
+def gate_command(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.baseline import read_baseline, read_run, write_baseline
+    from harness.gate import compare
+
+    if args.update_baseline:
+        print(f"baseline written: {write_baseline(args.run, args.baseline)}")
+        return 0
+    if not 0 < args.alpha < 1 or args.max_drop < 0:
+        raise UserError("--alpha must be between 0 and 1 and --max-drop at least 0")
+    baseline, run = read_baseline(args.baseline), read_run(args.run)
+    names = ("prefill.tokens_per_s", "decode.tokens_per_s", "peak_rss_bytes")
+    rows = compare(baseline, run, alpha=args.alpha, max_drop={name: args.max_drop for name in names})
+    table = Table(title=f"{args.run} against {args.baseline}")
+    for column in ("task", "metric", "baseline", "run", "difference", "interval", "p", "verdict"):
+        table.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right")
+
+    def number(value) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    for row in rows:
+        interval = row.get("interval")
+        table.add_row(row["task"], row["metric"], number(row.get("baseline")), number(row.get("run")),
+                      number(row.get("difference")),
+                      f"[{number(interval[0])}, {number(interval[1])}]" if interval else "",
+                      number(row.get("p_value")), row["verdict"] + (f" ({row['reason']})" if row.get("reason")
+                                                                      else ""))
+    Console().print(table)
+    regressed = [row for row in rows if row["verdict"] == "regressed"]
+    print(f"{len(regressed)} regressed of {len(rows)} compared" if regressed else "nothing regressed")
+    return 1 if regressed else 0
 
 
 def leaderboard_command(args) -> int:

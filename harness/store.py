@@ -5,7 +5,8 @@ task and metric of it, with the identity fields that decide whether two results 
 version, its prompt hash and its few-shot count, and how many documents were evaluated. `latest` answers "the
 newest comparable result of this model on this task", which is what a leaderboard cell shows.
 
-The database lives at $HARNESS_HOME/results.sqlite unless a path is given (`harness run --results-db PATH`).
+The database lives at $HARNESS_HOME/results.sqlite unless a path is given (`harness run --results-db PATH`, or
+$HARNESS_RESULTS_DB).
 A run is recorded once: recording the same folder again replaces its rows.
 """
 
@@ -42,9 +43,12 @@ CREATE INDEX IF NOT EXISTS results_lookup ON results (task, metric, task_version
 
 
 def default_path() -> Path:
+    """$HARNESS_RESULTS_DB if set (the test suite points it at a scratch file), else $HARNESS_HOME/results.sqlite."""
+    import os
+
     from harness.models.sources import harness_home
 
-    return harness_home() / "results.sqlite"
+    return Path(os.environ.get("HARNESS_RESULTS_DB") or harness_home() / "results.sqlite")
 
 
 class ResultsStore:

@@ -1,5 +1,8 @@
 """Shared fixtures. The real SmolLM2 model is converted once into $HARNESS_HOME (about 30 s the first time)."""
 
+import os
+import tempfile
+
 import pytest
 
 from harness.models.registry import load_model
@@ -8,3 +11,8 @@ from harness.models.registry import load_model
 @pytest.fixture(scope="session")
 def smollm2():
     return load_model("smollm2-135m")
+
+
+# Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
+# store, not in the user's $HARNESS_HOME/results.sqlite.
+os.environ.setdefault("HARNESS_RESULTS_DB", os.path.join(tempfile.mkdtemp(prefix="harness-tests-"), "results.sqlite"))

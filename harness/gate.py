@@ -23,7 +23,8 @@ runs make a far more sensitive comparison than two independent scores with their
   by a relative threshold: a drop of more than `max_drop` (a fraction of the baseline) regresses.
 
 A quality metric regresses only when it got worse AND p < alpha: a drop inside the noise passes. Runs that did not
-evaluate the same documents, or whose task version or prompt hash differ, are "not comparable", with the reason.
+evaluate the same documents, or whose task version, prompt hash or few-shot count differ, are "not comparable",
+with the reason.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def compare_task(task: str, baseline: tuple[dict, list[dict]], run: tuple[dict, 
     """One row per metric of one task present in both runs."""
     baseline_task, run_task = baseline[0]["tasks"][task], run[0]["tasks"][task]
     metrics = baseline_task.get("metrics", {})
-    for field in ("version", "prompt_hash"):
+    for field in ("version", "prompt_hash", "num_fewshot"):  # what decides whether the same test was taken
         if baseline_task.get(field) != run_task.get(field):
             reason = f"{field} differs: {baseline_task.get(field)!r} vs {run_task.get(field)!r}"
             return [not_comparable(task, metric, reason) for metric in metrics]

@@ -321,11 +321,9 @@ def score_code_command(args) -> int:
 
 
 def gate_command(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from harness.baseline import read_baseline, read_run, write_baseline
-    from harness.gate import compare
+    from harness.gate import SYSTEMS_FIGURES, compare
+    from reports.gate import print_gate
 
     if args.update_baseline:
         print(f"baseline written: {write_baseline(args.run, args.baseline)}")
@@ -333,23 +331,8 @@ def gate_command(args) -> int:
     if not 0 < args.alpha < 1 or args.max_drop < 0:
         raise UserError("--alpha must be between 0 and 1 and --max-drop at least 0")
     baseline, run = read_baseline(args.baseline), read_run(args.run)
-    names = ("prefill.tokens_per_s", "decode.tokens_per_s", "peak_rss_bytes")
-    rows = compare(baseline, run, alpha=args.alpha, max_drop={name: args.max_drop for name in names})
-    table = Table(title=f"{args.run} against {args.baseline}")
-    for column in ("task", "metric", "baseline", "run", "difference", "interval", "p", "verdict"):
-        table.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right")
-
-    def number(value) -> str:
-        return "n/a" if value is None else f"{value:.4g}"
-
-    for row in rows:
-        interval = row.get("interval")
-        table.add_row(row["task"], row["metric"], number(row.get("baseline")), number(row.get("run")),
-                      number(row.get("difference")),
-                      f"[{number(interval[0])}, {number(interval[1])}]" if interval else "",
-                      number(row.get("p_value")), row["verdict"] + (f" ({row['reason']})" if row.get("reason")
-                                                                      else ""))
-    Console().print(table)
+    rows = compare(baseline, run, alpha=args.alpha, max_drop={name: args.max_drop for name in SYSTEMS_FIGURES})
+    print_gate(rows, f"{args.run} against {args.baseline}")
     regressed = [row for row in rows if row["verdict"] == "regressed"]
     print(f"{len(regressed)} regressed of {len(rows)} compared" if regressed else "nothing regressed")
     return 1 if regressed else 0
@@ -377,7 +360,7 @@ def profile_command(args) -> int:
     import pandas as pd
 
     from harness.models.registry import load_model, parse_spec
-    from harness.profile_sweep import matmul_flops_per_s, prefill_flops_per_token, sweep
+    from harness.profile_sweep import add_flop_fractions, matmul_flops_per_s, sweep
     from reports.systems import print_sweep
 
     parse_spec(args.model)
@@ -387,17 +370,10 @@ def profile_command(args) -> int:
         raise UserError(f"{output} already exists; choose another --output")
     adapter = load_model(args.model, device=args.device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
-    if max(args.prompt_lengths) + args.new_tokens > adapter.max_length:
-        raise UserError(f"--prompt-lengths up to {max(args.prompt_lengths)} plus --new-tokens {args.new_tokens} "
-                        f"exceed the model's {adapter.max_length} positions")
     rows = [row.summary() for row in sweep(adapter, args.batch_sizes, args.prompt_lengths, args.new_tokens,
                                            args.repeats, progress=lambda m: print(m, file=sys.stderr))]
     flops = matmul_flops_per_s() if args.device == "cpu" else None
-    for row in rows:
-        per_token = prefill_flops_per_token(adapter, row["prompt_length"])
-        row["prefill_flops_per_token"] = per_token
-        row["fraction_of_matmul_limit"] = (row["prefill_tokens_per_s"] * per_token / flops
-                                           if flops and row["prefill_tokens_per_s"] else None)
+    add_flop_fractions(rows, adapter, flops)
     output.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(output, index=False)
     print_sweep(rows, f"{args.model} on {args.device}, {args.dtype}, {args.repeats} repeats, median [min-max]")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.errors import UserError
 from harness.models.adapter import ModelAdapter
 from harness.profiler import Profiler
 from harness.requests import GenerateRequest
@@ -84,7 +85,8 @@ def one_run(adapter: ModelAdapter, prompts: list[list[int]], new_tokens: int) ->
 def sweep(adapter: ModelAdapter, batch_sizes: list[int], prompt_lengths: list[int], new_tokens: int,
           repeats: int, progress=print) -> list[SweepRow]:
     if max(prompt_lengths) + new_tokens > adapter.max_length:
-        raise ValueError(f"prompt length + new tokens exceeds the model's {adapter.max_length} positions")
+        raise UserError(f"--prompt-lengths up to {max(prompt_lengths)} plus --new-tokens {new_tokens} "
+                        f"exceed the model's {adapter.max_length} positions")
     windows = text_windows(adapter, max(batch_sizes), max(prompt_lengths))
     one_run(adapter, [w[:min(prompt_lengths)] for w in windows[:1]], min(new_tokens, 4))  # warm-up, untimed
     rows = []
@@ -123,3 +125,12 @@ def prefill_flops_per_token(adapter: ModelAdapter, prompt_length: int) -> float:
     width = getattr(config, "num_attention_heads", None) and config.num_attention_heads * config.head_dim
     width = width or config.n_embd  # GPT-2's config names
     return 2 * parameters + 4 * layers * (prompt_length + 1) / 2 * width
+
+
+def add_flop_fractions(rows: list[dict], adapter: ModelAdapter, flops: float | None) -> None:
+    """Adds each row's prefill FLOPs per token and the share of the machine's matmul limit its prefill used."""
+    for row in rows:
+        per_token = prefill_flops_per_token(adapter, row["prompt_length"])
+        row["prefill_flops_per_token"] = per_token
+        row["fraction_of_matmul_limit"] = (row["prefill_tokens_per_s"] * per_token / flops
+                                           if flops and row["prefill_tokens_per_s"] else None)

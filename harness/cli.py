@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--update-baseline", action="store_true", help="write the run as the new baseline instead")
     gate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    report = commands.add_parser("report", help="tables of run folders as CSV, Markdown and one HTML page")
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders; several are compared")
+    report.add_argument("--format", default="csv,md,html", help="comma-separated: csv, md, html (default all)")
+    report.add_argument("--output", type=Path,
+                        help="folder (default RUN/report for one run, runs/report-<time> for several)")
+    report.add_argument("--max-failures", type=int_at_least(0), default=50,
+                        help="failed documents shown per task in the HTML drill-down (default 50)")
+    report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     board = commands.add_parser("leaderboard", help="models x tasks tables from the results store")
     board.add_argument("--suite", default="default", help="which columns: default or nightly")
     board.add_argument("--results-db", type=Path, help="the results store (default $HARNESS_HOME/results.sqlite)")
@@ -160,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return leaderboard_command(args)
         if args.command == "gate":
             return gate_command(args)
+        if args.command == "report":
+            return report_command(args)
         return run_command(args)
     except UserError as error:
         if args.debug:
@@ -336,6 +347,22 @@ def gate_command(args) -> int:
     regressed = [row for row in rows if row["verdict"] == "regressed"]
     print(f"{len(regressed)} regressed of {len(rows)} compared" if regressed else "nothing regressed")
     return 1 if regressed else 0
+
+
+def report_command(args) -> int:
+    from reports.render import FORMATS, write
+    from reports.report import load_runs
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if not formats or any(f not in FORMATS for f in formats):
+        raise UserError(f"--format takes a comma-separated list of {', '.join(FORMATS)}; got {args.format!r}")
+    output = args.output or (args.runs[0] / "report" if len(args.runs) == 1 else
+                             Path("runs") / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder")
+    for path in write(load_runs(args.runs), formats, output, args.max_failures):
+        print(path)
+    return 0
 
 
 def leaderboard_command(args) -> int:

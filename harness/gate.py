@@ -20,7 +20,14 @@ runs make a far more sensitive comparison than two independent scores with their
   it is never reported as exactly 0.
 
   Systems figures (tokens/s, peak memory) are single measurements without a per-document spread, so they are gated
-  by a relative threshold: a drop of more than `max_drop` (a fraction of the baseline) regresses.
+  by a relative threshold: a drop of more than `max_drop` (a fraction of the baseline) regresses. They are compared
+  only between runs on the same hardware (CPU model, cores, threads, device, GPUs): a nightly job on another kind
+  of machine than the baseline's gates quality and reports its speed as "not comparable".
+
+  A quality difference smaller than NUMERICAL_TOLERANCE of the baseline value is float noise, not a change: the same
+  fp32 model on another CPU (other SIMD kernels) moves perplexity by about 1e-6 relative, consistently across
+  documents, which a paired bootstrap would otherwise call significant. 1e-4 is the tolerance we hold our fp32
+  logits to against transformers; a real regression (one answer in a thousand flipped is 1e-3) is far above it.
 
 A quality metric regresses only when it got worse AND p < alpha: a drop inside the noise passes. Runs that did not
 evaluate the same documents, or whose task version, prompt hash or few-shot count differ, are "not comparable",
@@ -48,6 +55,9 @@ SYSTEMS_FIGURES = {
     "peak_rss_bytes": (("memory", "peak_rss_bytes"), False),
 }
 DEFAULT_MAX_DROP = {name: 0.1 for name in SYSTEMS_FIGURES}
+# What must be equal for speed and memory to be comparable (keys of results.json environment.hardware).
+HARDWARE_IDENTITY = ("cpu_model", "logical_cores", "usable_cores", "torch_threads", "device", "gpus")
+NUMERICAL_TOLERANCE = 1e-4
 
 
 def load_run(folder: str | Path) -> tuple[dict, list[dict]]:
@@ -156,10 +166,11 @@ def relative_threshold(baseline: float, run: float, max_drop: float, higher_is_b
             "reason": None}
 
 
-def quality_verdict(difference: float, p_value: float | None, higher_is_better: bool, alpha: float) -> str:
+def quality_verdict(baseline: float, difference: float, p_value: float | None, higher_is_better: bool,
+                    alpha: float) -> str:
     if p_value is None or not np.isfinite(difference):
         return "not comparable"
-    if difference == 0 or p_value >= alpha:
+    if abs(difference) <= NUMERICAL_TOLERANCE * abs(baseline) or p_value >= alpha:
         return "pass"
     got_worse = difference < 0 if higher_is_better else difference > 0
     return "regressed" if got_worse else "improved"
@@ -205,7 +216,7 @@ def compare_task(task: str, baseline: tuple[dict, list[dict]], run: tuple[dict, 
             result = paired_accuracy_test(baseline_values, run_values, seed=seed)
         else:
             result = bootstrap_test(baseline_values, run_values, aggregation, seed=seed)
-        verdict = quality_verdict(result["difference"], result["p_value"], higher_is_better, alpha)
+        verdict = quality_verdict(result["baseline"], result["difference"], result["p_value"], higher_is_better, alpha)
         rows.append({"task": task, "metric": metric, "baseline": result["baseline"], "run": result["run"],
                      "difference": result["difference"], "interval": result["interval"],
                      "p_value": result["p_value"], "verdict": verdict, "test": result["test"],
@@ -240,8 +251,24 @@ def compare(baseline: tuple[dict, list[dict]], run: tuple[dict, list[dict]], alp
                         for metric in run_tasks[task].get("metrics", {}))
 
     if "systems" in baseline[0] or "systems" in run[0]:
+        other_hardware = hardware_difference(baseline[0], run[0])
         for name, (path, higher_is_better) in SYSTEMS_FIGURES.items():
+            if other_hardware:
+                rows.append(not_comparable("run", "systems:" + name, other_hardware))
+                continue
             result = relative_threshold(systems_figure(baseline[0], path), systems_figure(run[0], path),
                                         max_drop[name], higher_is_better)
             rows.append({"task": "run", "metric": "systems:" + name, **result})
     return rows
+
+
+def hardware_difference(baseline: dict, run: dict) -> str | None:
+    """Why speed and memory of the two records cannot be compared, or None when they ran on the same hardware.
+    Records without a hardware context (written before the profiler existed) are taken at their word."""
+    hardware = [record.get("environment", {}).get("hardware") for record in (baseline, run)]
+    if not all(isinstance(h, dict) for h in hardware):
+        return None
+    for key in HARDWARE_IDENTITY:
+        if hardware[0].get(key) != hardware[1].get(key):
+            return f"other hardware: {key} {hardware[0].get(key)!r} vs {hardware[1].get(key)!r}"
+    return None

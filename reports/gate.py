@@ -21,4 +21,7 @@ def print_gate(rows: list[dict], title: str) -> None:
                       number(row.get("difference")),
                       f"[{number(interval[0])}, {number(interval[1])}]" if interval else "",
                       number(row.get("p_value")), verdict)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a CI log: wide enough that the numbers are not cut to "7.843e…"
+        console = Console(width=200)
+    console.print(table)

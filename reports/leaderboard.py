@@ -8,12 +8,12 @@ shows the value and its stderr; the CSV also names the run folder each cell came
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import pandas as pd
 
 from harness.store import ResultsStore
+from reports.render import sort_key, templates
 
 # Suites: the task (or group) and metric of each column.
 SUITES = {
@@ -57,9 +57,12 @@ def render(frame: pd.DataFrame, suite: str, output: Path) -> list[Path]:
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
     markdown.write_text(f"# Leaderboard: {suite}\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    page.write_text(f"<!doctype html><meta charset='utf-8'><title>Leaderboard: {html.escape(suite)}</title>"
-                    f"<h1>Leaderboard: {html.escape(suite)}</h1>" + shown.to_html(index=False, escape=True),
-                    encoding="utf-8")
+    rows = [[{"text": model, "key": None}] + [{"text": text, "key": sort_key(value)}
+                                              for text, value in zip(texts, values)]
+            for model, texts, values in zip(frame["model"], shown[columns].itertuples(index=False),
+                                            frame[columns].itertuples(index=False))]
+    page.write_text(templates().get_template("leaderboard.html.j2").render(
+        suite=suite, table={"columns": ["model", *columns], "rows": rows}), encoding="utf-8")
     return [csv, markdown, page]
 
 

@@ -123,6 +123,30 @@ def test_perplexity_bootstrap_identical_passes_and_worse_regresses():
     assert worse["p_value"] < 0.05 and worse["verdict"] == "regressed"
 
 
+def test_float_noise_in_perplexity_passes():
+    """Another CPU's kernels move every document's loglikelihood by about 1e-6 relative, all the same way: the
+    bootstrap finds that significant, but it is below the numerical tolerance, so it is not a regression."""
+    rng = np.random.default_rng(7)
+    words = rng.integers(50, 500, size=200).astype(float)
+    loglikelihoods = -words * rng.uniform(2.5, 3.5, size=200)
+    noisy = row(gate.compare(perplexity_run(loglikelihoods, words),
+                             perplexity_run(loglikelihoods * (1 + 1e-6), words)), "word_perplexity")
+    assert noisy["difference"] > 0 and noisy["p_value"] < 0.05 and noisy["verdict"] == "pass"
+
+
+def test_speed_on_other_hardware_is_not_comparable_but_quality_still_gated():
+    baseline, run = make_run(correct_answers()), make_run(flip_right_to_wrong(correct_answers(), 60),
+                                                          prefill_tokens_per_s=300.0)
+    baseline[0]["environment"] = {"hardware": {"cpu_model": "AMD EPYC 9B14", "logical_cores": 2}}
+    run[0]["environment"] = {"hardware": {"cpu_model": "Intel Xeon Platinum 8370C", "logical_cores": 2}}
+    rows = gate.compare(baseline, run)
+    speed = row(rows, "systems:prefill.tokens_per_s")
+    assert speed["verdict"] == "not comparable" and "cpu_model" in speed["reason"]
+    assert row(rows, "acc")["verdict"] == "regressed"
+    run[0]["environment"] = baseline[0]["environment"]  # the same machine: a 70 % drop in speed regresses
+    assert row(gate.compare(baseline, run), "systems:prefill.tokens_per_s")["verdict"] == "regressed"
+
+
 def test_bootstrap_is_seeded():
     values = np.random.default_rng(3).random(100)
     first = gate.bootstrap_test(values, values + 0.01, "mean", seed=5, iterations=200)

@@ -1,0 +1,56 @@
+"""Quality-against-cost charts for comparing runs, drawn with matplotlib as inline SVG (no file, no network).
+
+Each run is a point (cost, quality). A run is on the frontier when no other run is at least as good on both axes
+and better on one; the frontier is drawn as a line through those runs, so a variant below it is dominated: another
+run gives as much quality for less cost.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: draw to memory
+import matplotlib.pyplot as plt  # noqa: E402
+
+plt.rcParams["svg.fonttype"] = "none"  # text stays text (selectable, no embedded glyph paths)
+plt.rcParams["svg.hashsalt"] = "harness"  # ids in the SVG do not change from one rendering to the next
+
+
+def frontier(points: list[tuple[float, float]], cost_lower_is_better: bool, quality_higher_is_better: bool
+             ) -> list[int]:
+    """Indices of the points no other point dominates, in order of cost."""
+    def better_or_equal(a, b):  # a at least as good as b on both axes
+        cost_ok = a[0] <= b[0] if cost_lower_is_better else a[0] >= b[0]
+        quality_ok = a[1] >= b[1] if quality_higher_is_better else a[1] <= b[1]
+        return cost_ok and quality_ok
+
+    kept = [i for i, p in enumerate(points)
+            if not any(better_or_equal(q, p) and q != p for j, q in enumerate(points) if j != i)]
+    return sorted(kept, key=lambda i: points[i][0])
+
+
+def frontier_svg(labels: list[str], costs: list[float], qualities: list[float], cost_name: str,
+                 quality_name: str, cost_lower_is_better: bool, quality_higher_is_better: bool) -> str:
+    """An SVG document (a string) of the runs and their frontier; runs without both figures are left out."""
+    shown = [(label, c, q) for label, c, q in zip(labels, costs, qualities) if c is not None and q is not None]
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    try:
+        points = [(c, q) for _, c, q in shown]
+        on_frontier = frontier(points, cost_lower_is_better, quality_higher_is_better)
+        axes.plot([points[i][0] for i in on_frontier], [points[i][1] for i in on_frontier], "-", color="#999",
+                  zorder=1, label="frontier")
+        for i, (label, cost, quality) in enumerate(shown):
+            axes.scatter([cost], [quality], zorder=2, color="#1f77b4" if i in on_frontier else "#d62728")
+            axes.annotate(label, (cost, quality), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes.set_xlabel(cost_name + (" (lower is better)" if cost_lower_is_better else " (higher is better)"))
+        axes.set_ylabel(quality_name + (" ↑" if quality_higher_is_better else " ↓"))
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})  # no date: the same runs draw the same
+    finally:
+        plt.close(figure)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG goes inline in HTML

@@ -1,0 +1,192 @@
+"""The tables of `harness report`: what one or more run folders measured, as pandas frames.
+
+quality: every task and group, metric, value, stderr and a 95 % interval.
+mmlu: each MMLU subject with its category (lm-eval's four categories).
+glue: each GLUE task.
+systems: each run's throughput, latency percentiles, batches and memory, per task and for the run.
+comparison: one row per run (model, variant, bytes, headline quality, tokens/s, p95 latency, peak memory), for
+  comparing models and variants side by side.
+failures: the documents a run got wrong (prompt, response, target), for the HTML report's drill-down.
+
+The 95 % interval is value +- 1.96 stderr, the normal approximation behind lm-eval's stderr (for a mean of 0/1
+scores, stderr is the sample standard deviation over sqrt(n)); where a metric has no stderr there is no interval.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from reports.systems import COLUMNS as SYSTEMS_COLUMNS
+from reports.systems import lookup, systems_frame
+from tasks.glue import SPECS as GLUE_SPECS
+from tasks.mmlu import CATEGORIES as MMLU_CATEGORIES
+
+Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+GLUE_TASKS = [*GLUE_SPECS, "stsb"]
+MMLU_CATEGORY = {f"mmlu_{subject}": category for category, subjects in MMLU_CATEGORIES.items()
+                 for subject in subjects}
+
+
+@dataclass
+class Run:
+    label: str  # how tables and charts name the run: the model spec, plus the folder where specs repeat
+    folder: Path
+    record: dict
+    samples: list[dict]
+
+
+def load_runs(folders: list[Path]) -> list[Run]:
+    runs = []
+    for folder in folders:
+        if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
+            raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
+        try:
+            record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            with open(folder / "samples.jsonl", encoding="utf-8") as handle:
+                samples = [json.loads(line) for line in handle if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None
+        if not isinstance(record, dict) or not {"model", "results"} <= set(record):
+            raise UserError(f"{folder}/results.json is not a harness run record (no model or results)")
+        runs.append(Run(record["model"]["spec"], folder, record, samples))
+    specs = [run.label for run in runs]
+    for run in runs:
+        if specs.count(run.label) > 1:
+            run.label = f"{run.label} ({run.folder.name})"
+    return runs
+
+
+def top_level(results: dict) -> list[str]:
+    """The tasks and groups that are not members of a group in the same results: the run's headline rows."""
+    members = {member for values in results.values() for member in values.get("members", [])}
+    return [name for name in results if name not in members]
+
+
+def metric_names(values: dict) -> list[str]:
+    return [key for key in values if key not in ("n", "members", "aggregation") and not key.endswith("_stderr")]
+
+
+def higher_is_better(record: dict, task: str, metric: str) -> bool:
+    """From the task's metric description; a group takes its first member's."""
+    results = record["results"]
+    name = results.get(task, {}).get("members", [task])[0] if task in results else task
+    while name in results and "members" in results[name]:
+        name = results[name]["members"][0]
+    return record.get("tasks", {}).get(name, {}).get("metrics", {}).get(metric, {}).get("higher_is_better", True)
+
+
+def quality_frame(run: Run) -> pd.DataFrame:
+    rows = []
+    headline = set(top_level(run.record["results"]))
+    for task, values in run.record["results"].items():
+        for metric in metric_names(values):
+            value, stderr = values[metric], values.get(metric + "_stderr")
+            interval = (value - Z_95 * stderr, value + Z_95 * stderr) if stderr is not None else (None, None)
+            rows.append({"run": run.label, "task": task, "kind": "group" if "members" in values else "task",
+                         "headline": task in headline, "metric": metric, "value": value, "stderr": stderr,
+                         "ci95_low": interval[0], "ci95_high": interval[1], "n": values["n"],
+                         "higher_is_better": higher_is_better(run.record, task, metric)})
+    return pd.DataFrame(rows, columns=["run", "task", "kind", "headline", "metric", "value", "stderr", "ci95_low",
+                                       "ci95_high", "n", "higher_is_better"])
+
+
+def mmlu_frame(run: Run) -> pd.DataFrame:
+    quality = quality_frame(run)
+    subjects = quality[quality["task"].isin(MMLU_CATEGORY) & (quality["metric"] == "acc")].copy()
+    subjects.insert(2, "category", subjects["task"].map(MMLU_CATEGORY))
+    subjects.insert(3, "subject", subjects["task"].str.removeprefix("mmlu_"))
+    return subjects.drop(columns=["kind", "headline", "higher_is_better"]).sort_values(["category", "subject"])
+
+
+def glue_frame(run: Run) -> pd.DataFrame:
+    quality = quality_frame(run)
+    return quality[quality["task"].isin(GLUE_TASKS)].drop(columns=["kind", "headline", "higher_is_better"])
+
+
+def run_systems_frame(run: Run) -> pd.DataFrame:
+    if "systems" not in run.record:
+        return pd.DataFrame()
+    frame = systems_frame(run.record["systems"])  # in seconds and tokens/s: shown in the headers' units
+    for column, _, scale, *_ in SYSTEMS_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column]) * scale
+    peak = lookup(run.record["systems"], ("memory", "peak_rss_bytes"))
+    frame["peak RSS MiB"] = [None] * (len(frame) - 1) + [peak / 2**20 if peak is not None else None]  # run only
+    frame.insert(0, "run", run.label)
+    return frame
+
+
+def latency_p95(systems: dict) -> float | None:
+    """The run's slowest request kind at the 95th percentile, in seconds (None when nothing was timed)."""
+    values = [lookup(summary, ("p95",)) for summary in systems.get("run", {}).get("request_latency_s", {}).values()]
+    values = [value for value in values if isinstance(value, (int, float))]
+    return max(values) if values else None
+
+
+def comparison_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: what it is, its headline quality (the top-level tasks' metrics every run has), and its
+    cost. Quality columns are named "task metric"."""
+    quality = {run.label: quality_frame(run) for run in runs}
+    shared = None
+    for frame in quality.values():
+        pairs = [(t, m) for t, m in frame.loc[frame["headline"], ["task", "metric"]].itertuples(index=False)]
+        shared = pairs if shared is None else [pair for pair in shared if pair in pairs]
+    rows = []
+    for run in runs:
+        model, systems = run.record["model"], run.record.get("systems", {})
+        values = quality[run.label].set_index(["task", "metric"])["value"]
+        row = {"run": run.label, "model": model["spec"], "folder": str(run.folder),
+               "variant": model.get("variant", {}).get("name", ""), "lora": "lora" in model,
+               "parameters": model.get("parameters"), "bytes": model.get("bytes")}
+        row.update({f"{task} {metric}": values[(task, metric)] for task, metric in shared or []})
+        row.update({
+            "prefill tok/s": lookup(systems, ("run", "prefill", "tokens_per_s")),
+            "decode tok/s": lookup(systems, ("run", "decode", "tokens_per_s")),
+            "latency p95 s": latency_p95(systems),
+            "peak RSS bytes": lookup(systems, ("memory", "peak_rss_bytes")),
+            "wall s": run.record.get("wall_seconds"),
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def primary_binary_metric(run: Run, task: str) -> str | None:
+    """The first metric of a task whose per-sample scores are right (1) or wrong (0): what "failed" means."""
+    for metric, description in run.record.get("tasks", {}).get(task, {}).get("metrics", {}).items():
+        if description.get("aggregation", "mean") == "mean" and description.get("higher_is_better", True):
+            values = [s["scores"].get(metric) for s in run.samples if s["task"] == task]
+            if values and all(v in (0, 1, True, False) for v in values):
+                return metric
+    return None
+
+
+def show(value) -> str:
+    """A prompt, response or target as text: strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "logprob" in v for v in value):
+        logprobs = [v["logprob"] for v in value]  # a multiple-choice response: one loglikelihood per choice
+        best = max(range(len(logprobs)), key=logprobs.__getitem__)
+        return f"choice {best} is the most likely; loglikelihoods " + ", ".join(f"{lp:.3f}" for lp in logprobs)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def failures(run: Run, most: int) -> list[dict]:
+    """Per task with a right/wrong metric: {"task", "metric", "failed", "total", "shown": [samples]}, at most
+    `most` samples shown per task (a full MMLU run has thousands of failures; the HTML file stays small)."""
+    by_task = []
+    for task in run.record.get("tasks", {}):
+        metric = primary_binary_metric(run, task)
+        if metric is None:
+            continue
+        samples = [s for s in run.samples if s["task"] == task]
+        failed = [s for s in samples if not s["scores"][metric]]
+        by_task.append({"task": task, "metric": metric, "failed": len(failed), "total": len(samples),
+                        "shown": [{"doc_id": s["doc_id"], "prompt": show(s.get("prompt", "")),
+                                   "response": show(s.get("response", "")), "target": show(s.get("target", ""))}
+                                  for s in failed[:most]]})
+    return by_task

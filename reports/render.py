@@ -40,22 +40,25 @@ def build(runs: list[report.Run], most_failures: int) -> dict:
 
 
 def comparison_charts(runs: list[report.Run], comparison: pd.DataFrame) -> list[dict]:
-    """For each headline quality column, quality against model bytes and against tokens/s."""
-    quality_columns = [c for c in comparison.columns if c not in COMPARISON_FIXED]
-    costs = [("bytes", "model bytes", True)]
+    """For each task's first headline metric, quality against model size and against tokens/s."""
+    charted, quality_columns = set(), []
+    for column in comparison.columns:
+        if column not in COMPARISON_FIXED and column.split(" ", 1)[0] not in charted:
+            charted.add(column.split(" ", 1)[0])
+            quality_columns.append(column)
+    costs = [("model MiB", [None if b is None else b / 2**20 for b in to_floats(comparison["bytes"])], True)]
     for column in ("decode tok/s", "prefill tok/s"):  # decode speed when the runs generated, else prefill
         if comparison[column].notna().all():
-            costs.append((column, column, False))
+            costs.append((column, to_floats(comparison[column]), False))
             break
     charts = []
     for quality in quality_columns:
         task, metric = quality.split(" ", 1)
         higher = report.higher_is_better(runs[0].record, task, metric)
-        for column, name, lower_is_better in costs:
+        for name, values, lower_is_better in costs:
             charts.append({"title": f"{quality} against {name}",
-                           "svg": frontier_svg(list(comparison["run"]), to_floats(comparison[column]),
-                                               to_floats(comparison[quality]), name, quality, lower_is_better,
-                                               higher)})
+                           "svg": frontier_svg(list(comparison["run"]), values, to_floats(comparison[quality]),
+                                               name, quality, lower_is_better, higher)})
     return charts
 
 

@@ -34,6 +34,15 @@ def int_at_least(minimum: int):
     return parse
 
 
+def batch_size_or_auto(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int_at_least(1)(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
+
+
 def int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -89,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system-prompt", help="a system message (with --apply-chat-template), or text before the prompt")
     run.add_argument("--data-dir", type=Path, help="a local copy of data that is not shipped (mnli, qqp), "
                                                    "in the layout of the Hub's nyu-mll/glue")
-    run.add_argument("--batch-size", type=int_at_least(1), default=8, help="requests per forward pass (default 8)")
+    run.add_argument("--batch-size", type=batch_size_or_auto, default="auto",
+                     help="requests per forward pass, or auto (the default): batches by a token budget that fits "
+                          "in free memory; results do not depend on it")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
@@ -252,7 +263,8 @@ def run_command(args) -> int:
     adapter.profiler = Profiler(adapter.device)
     adapter.profiler.start()
     try:
-        evaluation = evaluate(adapter, built_tasks, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+        evaluation = evaluate(adapter, built_tasks, limit=args.limit,
+                              batch_size=None if args.batch_size == "auto" else args.batch_size, seed=args.seed,
                               prompt_format=prompt_format)
         code_execution = sandbox.describe() if sandbox else None
     finally:

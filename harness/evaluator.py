@@ -56,7 +56,7 @@ class Evaluation:
     samples: list[dict] = field(default_factory=list)  # one per scored document
 
 
-def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None, batch_size: int = 1,
+def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None, batch_size: int | None = 1,
              seed: int = 0, prompt_format: PromptFormat = PromptFormat()) -> Evaluation:
     """Runs the tasks (built by tasks.build) on the adapter's model."""
     evaluation = Evaluation()
@@ -144,7 +144,7 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     return replace(request, context=text)
 
 
-def run_requests(adapter: ModelAdapter, requests: list, batch_size: int, seed: int,
+def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, seed: int,
                  task_of: list[str] | None = None) -> list[Any]:
     """Responses in request order. Each kind of request goes to its adapter method, one call per task (so that
     the profiler, when the adapter has one, can say what each task cost; results do not depend on batching)."""

@@ -39,6 +39,9 @@ from harness.requests import (
 # 8192-token window never shares a batch with seven others and exhausts memory; logits alone are
 # positions x vocabulary x 4 bytes.
 MAX_BATCH_POSITIONS = 16384
+# `batch_size=None` is the "auto" policy: for loglikelihoods a token budget (harness/models/scoring.py); for
+# generation, until it batches continuously, this many sequences at once.
+AUTO_GENERATION_BATCH = 8
 
 Progress = Callable[[int], None]
 
@@ -157,13 +160,13 @@ class ModelAdapter(ABC):
 
     # ---- the three requests ------------------------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int = 1,
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = 1,
                       progress: Progress | None = None) -> list[LoglikelihoodResult]:
         pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
         return self._score_token_pairs(pairs, batch_size, lambda done: progress and progress(len(done)),
                                        "loglikelihood")
 
-    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int = 1,
+    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int | None = 1,
                               progress: Progress | None = None) -> list[float]:
         pairs, owner = [], []
         for index, request in enumerate(requests):
@@ -178,11 +181,11 @@ class ModelAdapter(ABC):
             totals[index] += result.logprob
         return totals
 
-    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
                        progress: Progress | None = None, seed: int = 0) -> list[str]:
         return [g.text for g in self.generate(requests, batch_size, progress, seed)]
 
-    def generate(self, requests: Sequence[GenerateRequest], batch_size: int = 1,
+    def generate(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
                  progress: Progress | None = None, seed: int = 0) -> list[Generation]:
         """Greedy (temperature 0) or sampled decoding with a KV cache, each text ending at EOS, at the first stop
         string (cut off) or after its max_tokens. A sampled request draws from its own random stream, seeded by
@@ -197,6 +200,7 @@ class ModelAdapter(ABC):
         rendered = [self.encode(r.context) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -len(rendered[i]))  # similar lengths share a batch
         outputs: list[Generation] = [None] * len(requests)  # type: ignore[list-item]
+        batch_size = batch_size or AUTO_GENERATION_BATCH
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             generations = self._generate_batch([requests[i] for i in chunk], [rendered[i] for i in chunk],
@@ -209,7 +213,7 @@ class ModelAdapter(ABC):
 
     # ---- the math ----------------------------------------------------------------------------------------
 
-    def _score_token_pairs(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+    def _score_token_pairs(self, pairs: list[tuple[list[int], list[int]]], batch_size: int | None,
                            on_done: Callable[[list[int]], Any], kind: str) -> list[LoglikelihoodResult]:
         """Scores each (context, continuation) token pair. Pairs whose model input is identical (the four
         one-token answers of a multiple-choice question) share one forward pass."""
@@ -220,7 +224,7 @@ class ModelAdapter(ABC):
         results: list[LoglikelihoodResult | None] = [None] * len(pairs)
         # Longest first: the first batch is the largest, so a batch size that does not fit fails at once.
         ordered = sorted(inputs, key=lambda tokens: (-len(tokens), tokens))
-        for batch in _batches(ordered, batch_size, MAX_BATCH_POSITIONS):
+        for batch in _batches(ordered, batch_size or len(ordered), MAX_BATCH_POSITIONS):
             width = len(batch[0])
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             for row, tokens in enumerate(batch):
@@ -236,7 +240,7 @@ class ModelAdapter(ABC):
                         target = torch.tensor(continuation, device=span.device)
                         logprobs = span.gather(-1, target[:, None])[:, 0] - span.logsumexp(-1)
                         greedy = bool((span.argmax(-1) == target).all())
-                        results[index] = LoglikelihoodResult(float(logprobs.sum()), greedy)
+                        results[index] = LoglikelihoodResult(float(logprobs.double().sum()), greedy)
             on_done([index for tokens in batch for index in inputs[tokens]])
         return results  # type: ignore[return-value]
 

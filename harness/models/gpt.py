@@ -162,8 +162,10 @@ class GPT(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        head: bool = True,
     ) -> torch.Tensor:
-        """Logits (batch, seq, vocab) for every position of `input_ids` (batch, seq).
+        """Logits (batch, seq, vocab) for every position of `input_ids` (batch, seq); with head=False the final
+        hidden states (batch, seq, hidden) instead, for a caller that needs logits at only a few positions.
 
         Exactly the reference LLaMA's semantics: `attention_mask` (batch, past + seq), 1 for real tokens and 0 for
         padding, is only needed for a left-padded batch, whose positions then count real tokens only. With `cache`,
@@ -177,7 +179,8 @@ class GPT(nn.Module):
         x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)
         for block in self.transformer.h:
             x = block(x, mask, cache)
-        return self.lm_head(self.transformer.ln_f(x))
+        hidden = self.transformer.ln_f(x)
+        return self.lm_head(hidden) if head else hidden
 
 
 def to_reference_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -186,8 +186,10 @@ class Llama(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        head: bool = True,
     ) -> torch.Tensor:
-        """Logits (batch, seq, vocab) for every position of `input_ids` (batch, seq).
+        """Logits (batch, seq, vocab) for every position of `input_ids` (batch, seq); with head=False the final
+        hidden states (batch, seq, hidden) instead, for a caller that needs logits at only a few positions.
 
         `attention_mask` (batch, past + seq), 1 for real tokens and 0 for padding, is only needed when a batch is
         left-padded (generation); right padding never changes the logits of the real positions under a causal mask.
@@ -198,7 +200,8 @@ class Llama(nn.Module):
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask, cache)
-        return self.lm_head(self.model.norm(x))
+        hidden = self.model.norm(x)
+        return self.lm_head(hidden) if head else hidden
 
 
 def positions_and_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

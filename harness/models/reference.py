@@ -99,6 +99,17 @@ class ReferenceAdapter(ModelAdapter):
             info["variant"] = {**info["variant"], "expert_load": expert_load(self.model)}
         return info
 
+    # The plain path (ModelAdapter's: every input computed whole, every position's logits) is kept as the
+    # reference the faster one is tested against.
+    plain_scoring = False
+
+    def _score_token_pairs(self, pairs, batch_size, on_done, kind):
+        if self.plain_scoring:
+            return super()._score_token_pairs(pairs, batch_size, on_done, kind)
+        from harness.models.scoring import Scorer
+
+        return Scorer(self, batch_size, kind).score(pairs, on_done)
+
     def _forward(self, input_ids, attention_mask=None, cache=None):
         if cache is None and attention_mask is not None:
             cache = self.model.new_cache()

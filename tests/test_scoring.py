@@ -6,7 +6,7 @@ import random
 import pytest
 
 from harness.models.reference import ReferenceAdapter
-from harness.models.scoring import MIN_SHARED_PREFIX, batches, prefix_groups
+from harness.models.scoring import MIN_SAVED_TOKENS, MIN_SHARED_STEP, batches, prefix_groups
 from harness.requests import LoglikelihoodRequest, RollingLoglikelihoodRequest
 from tests.tiny import make_tiny_llama_folder
 
@@ -38,11 +38,11 @@ def few_shot_requests(seed: int = 0) -> list[LoglikelihoodRequest]:
 
 
 def compare(model, call, policies):
-    model.plain_scoring = True
+    model.plain_paths = True
     try:
         expected = call(batch_size=8)
     finally:
-        model.plain_scoring = False
+        model.plain_paths = False
     for batch_size in policies:
         got = call(batch_size=batch_size)
         yield batch_size, expected, got
@@ -85,17 +85,22 @@ def test_a_shared_prefix_is_computed_once(smollm2):
     assert computed < 0.4 * sum(len(tokens) for tokens in whole)
 
 
-def test_prefix_groups_share_long_prefixes_and_leave_each_member_a_token():
-    shared = tuple(range(100, 100 + MIN_SHARED_PREFIX + 5))
+def test_prefix_groups_share_prefixes_worth_sharing_and_leave_each_member_a_token():
+    shared = tuple(range(100, 100 + MIN_SAVED_TOKENS + 5))
     inputs = sorted([shared + (1, 2), shared + (1, 3, 4), shared + (2,), (7, 8, 9), (7, 8, 10)])
     groups = prefix_groups(inputs, 0)
     assert groups[0] == (0, [(7, 8, 9)]) and groups[1] == (0, [(7, 8, 10)])  # 2 shared tokens: not worth it
     length, members = groups[2]
     assert members == [shared + (1, 2), shared + (1, 3, 4), shared + (2,)] and length == len(shared)
-    # The same group one level down: nothing left to share with at least MIN_SHARED_PREFIX tokens.
+    # The same group one level down: nothing left worth sharing.
     assert all(len(group) == 1 for _, group in prefix_groups(members, length))
     one_longer = sorted([shared, shared + (5,)])
     assert prefix_groups(one_longer, 0) == [(len(shared) - 1, one_longer)]
+    # A question shared by its answers: short, but shared by enough of them to save MIN_SAVED_TOKENS.
+    question = tuple(range(500, 500 + MIN_SHARED_STEP))
+    answers = sorted(question + (i, i) for i in range(1 + MIN_SAVED_TOKENS // MIN_SHARED_STEP))
+    assert prefix_groups(answers, 0) == [(MIN_SHARED_STEP, answers)]
+    assert len(prefix_groups(answers[:2], 0)) == 2  # two answers save only MIN_SHARED_STEP tokens
 
 
 def test_batches_respect_count_and_position_budgets():
@@ -110,9 +115,9 @@ def test_auto_splits_a_batch_that_runs_out_of_memory(smollm2, monkeypatch):
     """The auto policy meets an allocation failure (as a CPU allocator or CUDA reports it) on every batch of more
     than two inputs: it splits them until they fit, finishes, and gives the same numbers."""
     requests = [r for r in few_shot_requests() if r.continuation.startswith(" The")]
-    smollm2.plain_scoring = True
+    smollm2.plain_paths = True
     expected = smollm2.loglikelihood(requests, batch_size=8)
-    smollm2.plain_scoring = False
+    smollm2.plain_paths = False
     forward, rows_seen = smollm2.model.forward, []
 
     def failing_forward(input_ids, *args, **kwargs):
@@ -127,3 +132,25 @@ def test_auto_splits_a_batch_that_runs_out_of_memory(smollm2, monkeypatch):
     assert max(rows_seen) > 2 and rows_seen[-1] <= 2  # it tried bigger batches, then ran what fitted
     with pytest.raises(RuntimeError, match="can't allocate"):  # a fixed batch size does not hide the error
         smollm2.loglikelihood(requests, batch_size=8)
+
+
+@pytest.mark.parametrize("heads,kv_heads,scale", [(6, 2, None), (4, 4, 0.3)])
+def test_shared_prefix_attention_equals_attention_over_the_whole(heads, kv_heads, scale):
+    """Grouped-query (LLaMA) and plain multi-head with its own scale (GPT-2), against SDPA over the prefix's keys
+    copied to every row, with a causal mask over the new positions."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.models.llama import shared_prefix_attention
+
+    generator = torch.Generator().manual_seed(0)
+    batch, seq, prefix, dim = 3, 5, 7, 8
+    q = torch.randn(batch, heads, seq, dim, generator=generator)
+    k, v = (torch.randn(batch, kv_heads, seq, dim, generator=generator) for _ in range(2))
+    k_prefix, v_prefix = (torch.randn(1, kv_heads, prefix, dim, generator=generator) for _ in range(2))
+    whole_k, whole_v = (torch.cat([p.expand(batch, -1, -1, -1), n], 2).repeat_interleave(heads // kv_heads, 1)
+                        for p, n in ((k_prefix, k), (v_prefix, v)))
+    mask = torch.ones(seq, prefix + seq, dtype=torch.bool).tril(prefix)
+    expected = F.scaled_dot_product_attention(q, whole_k, whole_v, attn_mask=mask, scale=scale)
+    got = shared_prefix_attention(q, k, v, k_prefix, v_prefix, scale)
+    assert (got - expected).abs().max() < 1e-5

@@ -198,9 +198,14 @@ class ModelAdapter(ABC):
             generators.append(torch.Generator(device="cpu").manual_seed(stream))
             seen[request.key] += 1
         rendered = [self.encode(r.context) for r in requests]
+        return self._generate_all(requests, rendered, generators, batch_size or AUTO_GENERATION_BATCH, progress)
+
+    def _generate_all(self, requests: Sequence[GenerateRequest], rendered: list[list[int]],
+                      generators: list[torch.Generator], batch_size: int, progress: Progress | None
+                      ) -> list[Generation]:
+        """The plain path: fixed batches of similar prompt lengths, each decoded until all its sequences end."""
         order = sorted(range(len(requests)), key=lambda i: -len(rendered[i]))  # similar lengths share a batch
         outputs: list[Generation] = [None] * len(requests)  # type: ignore[list-item]
-        batch_size = batch_size or AUTO_GENERATION_BATCH
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             generations = self._generate_batch([requests[i] for i in chunk], [rendered[i] for i in chunk],

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UserError
-from harness.models.llama import KVCache, positions_and_mask
+from harness.models.llama import KVCache, SharedPrefixCache, positions_and_mask, shared_prefix_attention
 
 # The two GELUs of GPT-2 configs: "gelu_new" (what GPT-2 was trained with) is the tanh approximation.
 GELU_APPROXIMATION = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -103,6 +103,10 @@ class Attention(nn.Module):
         batch, seq, width = x.shape
         q, k, v = self.c_attn(x).split(width, dim=-1)
         q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if isinstance(cache, SharedPrefixCache):
+            out = shared_prefix_attention(q, k, v, cache.keys[self.layer_index], cache.values[self.layer_index],
+                                          self.scale)
+            return self.c_proj(out.transpose(1, 2).reshape(batch, seq, width))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)
         if mask is None:

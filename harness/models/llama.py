@@ -76,6 +76,49 @@ class KVCache:
         return k, v
 
 
+class SharedPrefixCache:
+    """A batch that continues one shared prefix (harness/models/scoring.py): every row reads the prefix's keys and
+    values, computed once with a batch of one, and they are never copied to each row. Attention over them is
+    shared_prefix_attention; the new positions' keys and values are not kept (nothing continues them)."""
+
+    def __init__(self, prefix: KVCache):
+        self.keys, self.values = prefix.keys, prefix.values
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+
+def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor,
+                            v_prefix: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Causal attention of new positions q, k, v (batch, heads or kv heads, seq, head_dim), right-padded, after a
+    prefix whose keys and values (1, kv heads, prefix, head_dim) every row shares.
+
+    The softmax runs over the prefix's keys and the row's own keys together, in two parts joined by their common
+    maximum (the split softmax of flash-decoding and cascade inference). Against the prefix, all rows' queries for
+    a key head form one matrix (kv heads, rows x group x seq, head_dim), so the prefix is read once, not copied to
+    each row. The result equals attention over the concatenated keys up to float rounding."""
+    batch, heads, seq, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    scale = dim ** -0.5 if scale is None else scale
+    grouped = q.view(batch, kv_heads, group, seq, dim)
+    rows = grouped.permute(1, 0, 2, 3, 4).reshape(kv_heads, batch * group * seq, dim)
+    on_prefix = torch.matmul(rows, k_prefix[0].transpose(-1, -2)) * scale  # (kv heads, rows, prefix)
+    on_own = torch.matmul(grouped, k[:, :, None].transpose(-1, -2)) * scale  # (batch, kv heads, group, seq, seq)
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
+    on_own = on_own.masked_fill(~causal, float("-inf")).permute(1, 0, 2, 3, 4).reshape(kv_heads, -1, seq)
+    top = torch.maximum(on_prefix.amax(-1, keepdim=True), on_own.amax(-1, keepdim=True))
+    on_prefix = (on_prefix - top).exp_()
+    on_own = (on_own - top).exp_()
+    total = on_prefix.sum(-1, keepdim=True) + on_own.sum(-1, keepdim=True)
+    out = torch.matmul(on_prefix, v_prefix[0])  # (kv heads, rows, head_dim)
+    own_values = v.transpose(0, 1)  # (kv heads, batch, seq, head_dim)
+    out += torch.matmul(on_own.view(kv_heads, batch, group * seq, seq), own_values).view(kv_heads, -1, dim)
+    out /= total
+    return out.view(kv_heads, batch, group, seq, dim).permute(1, 0, 2, 3, 4).reshape(batch, heads, seq, dim)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
         super().__init__()
@@ -122,6 +165,9 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if isinstance(cache, SharedPrefixCache):
+            out = shared_prefix_attention(q, k, v, cache.keys[self.layer_index], cache.values[self.layer_index])
+            return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)
         # Grouped-query attention: each key/value head serves num_heads / num_kv_heads query heads.

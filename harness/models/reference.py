@@ -99,16 +99,25 @@ class ReferenceAdapter(ModelAdapter):
             info["variant"] = {**info["variant"], "expert_load": expert_load(self.model)}
         return info
 
-    # The plain path (ModelAdapter's: every input computed whole, every position's logits) is kept as the
-    # reference the faster one is tested against.
-    plain_scoring = False
+    # The plain paths (ModelAdapter's: every input computed whole with every position's logits; generation in
+    # fixed batches) are kept as the reference the faster ones are tested against.
+    plain_paths = False
 
     def _score_token_pairs(self, pairs, batch_size, on_done, kind):
-        if self.plain_scoring:
+        if self.plain_paths:
             return super()._score_token_pairs(pairs, batch_size, on_done, kind)
         from harness.models.scoring import Scorer
 
         return Scorer(self, batch_size, kind).score(pairs, on_done)
+
+    def _generate_all(self, requests, rendered, generators, batch_size, progress):
+        if self.plain_paths:
+            return super()._generate_all(requests, rendered, generators, batch_size, progress)
+        from harness.models.adapter import Generation
+        from harness.models.generation import ContinuousBatcher
+
+        results = ContinuousBatcher(self, batch_size, progress).run(list(requests), rendered, generators)
+        return [Generation(*fields) for fields in results]
 
     def _forward(self, input_ids, attention_mask=None, cache=None):
         if cache is None and attention_mask is not None:

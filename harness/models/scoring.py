@@ -3,12 +3,12 @@
 Every (context, continuation) pair becomes one model input, the pair's tokens minus the last; the logits at the
 continuation's positions give its loglikelihood. Three kinds of work are not repeated:
   - Identical inputs share one forward pass (a multiple-choice question's one-token answers have one input).
-  - Inputs that share a long prefix share its keys and values. Inputs are sorted, so that shared prefixes are
-    neighbours; a run of inputs sharing at least MIN_SHARED_PREFIX tokens (every question of an MMLU subject
-    shares its 5-shot preamble) computes that prefix once, with a batch of one, and the rest of each input runs
-    in batches on top of its cache. Within a group the same happens again: TruthfulQA mc2's answers to one
-    question share the QA preamble (level one) and the question (level two), so the question's context is
-    computed once for all its continuations.
+  - Inputs that share a prefix share its keys and values. Inputs are sorted, so that shared prefixes are
+    neighbours. A run of inputs sharing enough tokens (prefix_groups) computes the prefix once, with a batch of
+    one; the rest of each input runs in batches on top of its cache, which every row reads without a copy
+    (llama.shared_prefix_attention). Every question of an MMLU subject shares its 5-shot preamble. Within a
+    group the same happens again: TruthfulQA mc2's answers to one question share the QA preamble (level one)
+    and the question (level two), so the question's context is computed once for all its continuations.
   - The output head runs only where a continuation is predicted, in chunks: for SmolLM2 it is a fifth of a
     token's FLOPs, and an 8192-token window's full logits are 1.6 GB in fp32.
 Batches hold at most `batch_size` inputs and `max_positions` padded positions, longest first, so that a budget too
@@ -27,10 +27,16 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from harness.models.llama import SharedPrefixCache
 from harness.requests import LoglikelihoodResult
 
 MAX_POSITIONS = 16384  # larger batches are no faster on a CPU, and the auto budget never goes beyond it
-MIN_SHARED_PREFIX = 32  # tokens: below this, computing a prefix separately costs more than it saves
+# A prefix computed on its own costs a forward pass of a batch of one: worth it when the tokens it saves, (members
+# - 1) x its length, are at least MIN_SAVED_TOKENS, and only for prefixes of at least MIN_SHARED_STEP tokens (a
+# question shared by its answers is; "Question: What" shared by unrelated questions is not).
+MIN_SHARED_STEP = 8
+MIN_SAVED_TOKENS = 32
+PREFIX_SCORES_BYTES = 512 << 20
 HEAD_CHUNK = 2048  # positions whose logits exist at once (2048 x 49152 x 4 bytes = 400 MB)
 
 
@@ -52,24 +58,27 @@ def common_prefix_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 def prefix_groups(inputs: list[tuple[int, ...]], start: int) -> list[tuple[int, list[tuple[int, ...]]]]:
     """Sorted `inputs` (all sharing positions [0, start)) as groups (shared length, members): consecutive inputs
-    sharing at least MIN_SHARED_PREFIX tokens beyond `start`. The shared length leaves every member at least one
-    token of its own. A group of one has shared length `start` (nothing more to share)."""
+    sharing at least MIN_SHARED_STEP tokens beyond `start`, kept as a group when sharing saves at least
+    MIN_SAVED_TOKENS. The shared length leaves every member at least one token of its own. An input in no group
+    is a group of one with shared length `start` (nothing more to share)."""
     groups: list[list] = []
     for tokens in inputs:
         if groups:
             shared, members = groups[-1]
             common = start + common_prefix_length(members[0][start:shared], tokens[start:shared])
-            if common - start >= MIN_SHARED_PREFIX:
+            if common - start >= MIN_SHARED_STEP:
                 groups[-1][0] = common
                 members.append(tokens)
                 continue
         groups.append([len(tokens), [tokens]])
-    for group in groups:
-        if len(group[1]) == 1:
-            group[0] = start
+    kept = []
+    for shared, members in groups:
+        shared = min(shared, min(len(t) for t in members) - 1)
+        if len(members) > 1 and (len(members) - 1) * (shared - start) >= MIN_SAVED_TOKENS:
+            kept.append((shared, members))
         else:
-            group[0] = min(group[0], min(len(t) for t in group[1]) - 1)
-    return [(shared, members) for shared, members in groups]
+            kept.extend((start, [tokens]) for tokens in members)
+    return kept
 
 
 def batches(ordered: list[tuple[int, ...]], start: int, batch_size: int | None,
@@ -141,8 +150,15 @@ class Scorer:
             else:
                 leaves.extend(group)
         leaves.sort(key=lambda tokens: (-len(tokens), tokens))
-        for batch in batches(leaves, prefix.length, self.batch_size, self.max_positions):
+        for batch in batches(leaves, prefix.length, self.batch_size, self._positions_after(prefix.length)):
             self._score_batch_or_split(batch, prefix)
+
+    def _positions_after(self, prefix_length: int) -> int:
+        """The position budget of batches over a prefix: their attention scores against it (positions x heads x
+        prefix x 4 bytes) stay within PREFIX_SCORES_BYTES too."""
+        config = self.model.config
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+        return max(1, min(self.max_positions, PREFIX_SCORES_BYTES // (4 * heads * max(1, prefix_length))))
 
     def _score_batch_or_split(self, batch: list[tuple[int, ...]], prefix: Prefix) -> None:
         if self.batch_size is not None or len(batch) == 1:
@@ -159,7 +175,7 @@ class Scorer:
 
     def _extend(self, prefix: Prefix, tokens: tuple[int, ...]) -> Prefix:
         """The prefix followed by `tokens`, computed once with a batch of one."""
-        cache = self._copy(prefix.cache, 1) if prefix.cache is not None else self.model.new_cache()
+        cache = self._copy(prefix.cache) if prefix.cache is not None else self.model.new_cache()
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         timed = self.adapter.profiler.batch(self.kind, [len(tokens)]) if self.adapter.profiler else nullcontext()
         with timed:
@@ -167,11 +183,10 @@ class Scorer:
         return Prefix(prefix.length + len(tokens), cache,
                       hidden if prefix.hidden is None else torch.cat([prefix.hidden, hidden]))
 
-    def _copy(self, cache, batch: int):
-        """A new cache over the same keys and values, seen `batch` times (views, no copy until it grows)."""
+    def _copy(self, cache):
+        """A new cache over the same keys and values: growing it leaves the original as it was."""
         copy = self.model.new_cache()
-        for layer, (k, v) in enumerate(zip(cache.keys, cache.values)):
-            copy.keys[layer], copy.values[layer] = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+        copy.keys, copy.values = list(cache.keys), list(cache.values)
         return copy
 
     def _score_batch(self, batch: list[tuple[int, ...]], prefix: Prefix) -> None:
@@ -180,7 +195,7 @@ class Scorer:
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         for row, tokens in enumerate(batch):  # right padding: it never changes a real position's logits
             ids[row, :len(tokens) - start] = torch.tensor(tokens[start:])
-        cache = self._copy(prefix.cache, len(batch)) if prefix.cache is not None else None
+        cache = SharedPrefixCache(prefix.cache) if prefix.cache is not None else None
         timed = (self.adapter.profiler.batch(self.kind, [len(t) - start for t in batch])
                  if self.adapter.profiler else nullcontext())
         with timed:

@@ -1,5 +1,5 @@
-"""The `harness` command: `harness run ...`, `harness profile`, `harness score-code SAMPLES.jsonl` and
-`harness list tasks|models`.
+"""The `harness` command: `harness run ...`, `harness profile`, `harness score-code SAMPLES.jsonl`,
+`harness report RUN...`, `harness gate`, `harness leaderboard` and `harness list tasks|models`.
 
 Bad input ends with one line on stderr and exit code 2; --debug shows the traceback instead.
 """
@@ -15,52 +15,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.argtypes import batch_size_or_auto, int_at_least, int_list, non_negative_float
 from harness.errors import UserError
 from harness.toxicity import SCORERS
-
-
-def int_at_least(minimum: int):
-    """An argparse type for integers >= minimum, with a message that names the bound."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def batch_size_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int_at_least(1)(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 def add_code_execution_flags(parser: argparse.ArgumentParser) -> None:

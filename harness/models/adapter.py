@@ -254,13 +254,7 @@ class ModelAdapter(ABC):
         max_new = max(r.max_tokens for r in requests)
         budget = max(1, self.max_length - max_new)  # as lm-eval: the context is cut from the left to leave room
         contexts = [tokens[-budget:] for tokens in encoded]
-        width = max(len(c) for c in contexts)
-        ids = torch.zeros(len(contexts), width, dtype=torch.long)
-        mask = torch.zeros(len(contexts), width, dtype=torch.long)
-        for row, tokens in enumerate(contexts):  # left padding: every sequence's next token is in the last column
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = left_padded(contexts, self.device)
         generated: list[list[int]] = [[] for _ in requests]
         finished = [False] * len(requests)
         texts = [""] * len(requests)
@@ -299,6 +293,18 @@ class ModelAdapter(ABC):
                 step_input = next_tokens[:, None].to(self.device)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         return [Generation(*fields) for fields in zip(texts, generated, reasons)]
+
+
+def left_padded(contexts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask (1 for real tokens) of a left-padded batch: every sequence's next token goes
+    in the last column."""
+    width = max(len(c) for c in contexts)
+    ids = torch.zeros(len(contexts), width, dtype=torch.long)
+    mask = torch.zeros(len(contexts), width, dtype=torch.long)
+    for row, tokens in enumerate(contexts):
+        ids[row, width - len(tokens):] = torch.tensor(tokens)
+        mask[row, width - len(tokens):] = 1
+    return ids.to(device), mask.to(device)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from harness.models.adapter import _sample
+from harness.models.adapter import _sample, left_padded
 from harness.profiler import UNTIMED
 from harness.requests import GenerateRequest
 
@@ -73,13 +73,7 @@ class ContinuousBatcher:
         """Prefills the joining requests together and adds them, each with its first token, to the batch."""
         contexts = [tokens[-max(1, self.adapter.max_length - request.max_tokens):]
                     for _, request, tokens, _ in joining]
-        width = max(len(c) for c in contexts)
-        ids = torch.zeros(len(contexts), width, dtype=torch.long)
-        mask = torch.zeros(len(contexts), width, dtype=torch.long)
-        for row, tokens in enumerate(contexts):  # left padding: each sequence's next token is in the last column
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = left_padded(contexts, self.device)
         timeline = self.adapter.profiler.generation([len(c) for c in contexts]) if self.adapter.profiler else UNTIMED
         timeline.__enter__()
         if timeline is not UNTIMED:

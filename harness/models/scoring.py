@@ -40,7 +40,7 @@ CPU_AUTO_POSITIONS = 1024
 # question shared by its answers is; "Question: What" shared by unrelated questions is not).
 MIN_SHARED_STEP = 8
 MIN_SAVED_TOKENS = 32
-PREFIX_SCORES_BYTES = 512 << 20
+PREFIX_SCORES_BYTES = 512 << 20  # a batch's attention scores against its prefix (Scorer._positions_after)
 HEAD_CHUNK = 2048  # positions whose logits exist at once (2048 x 49152 x 4 bytes = 400 MB)
 
 

@@ -48,4 +48,7 @@ def read_run(folder: Path) -> tuple[dict, list[dict]]:
     folder = Path(folder)
     if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
         raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
-    return load_run(folder)
+    try:
+        return load_run(folder)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None

@@ -24,10 +24,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def build(runs: list[report.Run], most_failures: int) -> dict:
     """Every table and chart of the report, as frames (and SVG strings), before any rendering."""
+    quality = [report.quality_frame(run) for run in runs]
     tables = {
-        "quality": pd.concat([report.quality_frame(run) for run in runs], ignore_index=True),
-        "mmlu": pd.concat([report.mmlu_frame(run) for run in runs], ignore_index=True),
-        "glue": pd.concat([report.glue_frame(run) for run in runs], ignore_index=True),
+        "quality": pd.concat(quality, ignore_index=True),
+        "mmlu": pd.concat([report.mmlu_frame(frame) for frame in quality], ignore_index=True),
+        "glue": pd.concat([report.glue_frame(frame) for frame in quality], ignore_index=True),
         "systems": pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True),
     }
     charts = []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.baseline import read_run
 from harness.errors import UserError
 from reports.systems import COLUMNS as SYSTEMS_COLUMNS
 from reports.systems import lookup, systems_frame
@@ -43,14 +44,7 @@ class Run:
 def load_runs(folders: list[Path]) -> list[Run]:
     runs = []
     for folder in folders:
-        if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
-            raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
-        try:
-            record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-            with open(folder / "samples.jsonl", encoding="utf-8") as handle:
-                samples = [json.loads(line) for line in handle if line.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None
+        record, samples = read_run(folder)
         if not isinstance(record, dict) or not {"model", "results"} <= set(record):
             raise UserError(f"{folder}/results.json is not a harness run record (no model or results)")
         runs.append(Run(record["model"]["spec"], folder, record, samples))
@@ -95,16 +89,16 @@ def quality_frame(run: Run) -> pd.DataFrame:
                                        "ci95_high", "n", "higher_is_better"])
 
 
-def mmlu_frame(run: Run) -> pd.DataFrame:
-    quality = quality_frame(run)
+def mmlu_frame(quality: pd.DataFrame) -> pd.DataFrame:
+    """From a run's quality_frame."""
     subjects = quality[quality["task"].isin(MMLU_CATEGORY) & (quality["metric"] == "acc")].copy()
     subjects.insert(2, "category", subjects["task"].map(MMLU_CATEGORY))
     subjects.insert(3, "subject", subjects["task"].str.removeprefix("mmlu_"))
     return subjects.drop(columns=["kind", "headline", "higher_is_better"]).sort_values(["category", "subject"])
 
 
-def glue_frame(run: Run) -> pd.DataFrame:
-    quality = quality_frame(run)
+def glue_frame(quality: pd.DataFrame) -> pd.DataFrame:
+    """From a run's quality_frame."""
     return quality[quality["task"].isin(GLUE_TASKS)].drop(columns=["kind", "headline", "higher_is_better"])
 
 

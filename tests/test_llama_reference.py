@@ -54,6 +54,26 @@ def test_kv_cache_decoding_equals_full_forward(tmp_path):
     assert (incremental - full).abs().max().item() <= 1e-4
 
 
+def test_reserved_room_appends_in_place_with_the_same_logits(tmp_path):
+    save_random_hf_llama(tmp_path, tie=True)
+    model = load_llama(tmp_path)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache()
+        pieces = [model(ids[:, :12], cache=cache)]
+        cache.reserve(1)
+        buffer = cache.keys[0].data_ptr()
+        pieces += [model(ids[:, t:t + 1], cache=cache) for t in range(12, 20)]
+        assert cache.keys[0].data_ptr() == buffer  # written in place: no copy of the cache per step
+        # Generation replaces a finished row's cache with the others' rows: the room goes with it, appends still fit.
+        cache.keys = [k[:1] for k in cache.keys]
+        cache.values = [v[:1] for v in cache.values]
+        pieces = [p[:1] for p in pieces] + [model(ids[:1, t:t + 1], cache=cache) for t in range(20, 30)]
+    assert cache.length == 30
+    assert (torch.cat(pieces, dim=1) - full[:1]).abs().max().item() <= 1e-4
+
+
 def test_left_padding_gives_the_unpadded_logits(tmp_path):
     save_random_hf_llama(tmp_path, tie=True)
     model = load_llama(tmp_path)

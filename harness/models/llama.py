@@ -58,18 +58,52 @@ class LlamaConfig:
 
 
 class KVCache:
-    """Keys and values of every layer for the positions seen so far, grown by one call at a time."""
+    """Keys and values of every layer for the positions seen so far, grown by one call at a time.
+
+    An append copies the whole cache into a new tensor, unless reserve() has made room after the cached positions:
+    then it writes in place. Decoding appends one position a step, and without the room each step would copy every
+    layer's keys and values."""
+
+    RESERVE_BLOCK = 128  # positions of room made at once, so that decoding reallocates once every this many steps
 
     def __init__(self, num_layers: int):
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
+        self._room: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers  # buffers keys/values view
 
     @property
     def length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
+    def reserve(self, positions: int) -> None:
+        """Makes room for `positions` more in every layer (RESERVE_BLOCK at least, when it must make any)."""
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            if k is None or self._room_for(layer, positions):
+                continue
+            used, total = k.shape[2], k.shape[2] + max(positions, self.RESERVE_BLOCK)
+            buffers = []
+            for cached in (k, v):
+                buffer = cached.new_empty(cached.shape[0], cached.shape[1], total, cached.shape[3])
+                buffer[:, :, :used] = cached
+                buffers.append(buffer)
+            self._room[layer] = (buffers[0], buffers[1])
+            self.keys[layer], self.values[layer] = buffers[0][:, :, :used], buffers[1][:, :, :used]
+
+    def _room_for(self, layer: int, positions: int) -> bool:
+        # A caller may have replaced keys[layer] (generation drops rows and columns): the room is then gone.
+        room, k, v = self._room[layer], self.keys[layer], self.values[layer]
+        return (room is not None and k.data_ptr() == room[0].data_ptr() and v.data_ptr() == room[1].data_ptr()
+                and k.stride() == room[0].stride() and k.shape[:2] == room[0].shape[:2]
+                and k.shape[2] + positions <= room[0].shape[2])
+
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
+        if self.keys[layer] is not None and self._room_for(layer, k.shape[2]):
+            used, end = self.keys[layer].shape[2], self.keys[layer].shape[2] + k.shape[2]
+            key_buffer, value_buffer = self._room[layer]
+            key_buffer[:, :, used:end] = k
+            value_buffer[:, :, used:end] = v
+            k, v = key_buffer[:, :, :end], value_buffer[:, :, :end]
+        elif self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)
         self.keys[layer], self.values[layer] = k, v
@@ -172,12 +206,19 @@ class Attention(nn.Module):
             k, v = cache.append(self.layer_index, k, v)
         # Grouped-query attention: each key/value head serves num_heads / num_kv_heads query heads.
         groups = self.num_heads // self.num_kv_heads
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
         if mask is None:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # With a mask (a cache being continued), a key head's query heads are stacked as one longer query,
+            # which reads the cache where it is: repeating the cache for every query head would copy all of it
+            # at each decoding step.
+            stacked = q.reshape(batch, self.num_kv_heads, groups * seq, self.head_dim)
+            mask = mask.view(-1, 1, seq, mask.shape[-1])  # (batch, or 1 for all rows, 1, seq, keys)
+            mask = mask[:, :, None].expand(-1, -1, groups, -1, -1).reshape(mask.shape[0], 1, groups * seq, -1)
+            out = F.scaled_dot_product_attention(stacked, k, v, attn_mask=mask)
+            out = out.reshape(batch, self.num_heads, seq, self.head_dim)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
 
 

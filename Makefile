@@ -42,7 +42,7 @@ NIGHTLY_MAX_DROP ?= 0.2
 
 nightly: setup
 	rm -rf $(NIGHTLY_RUN)
-	$(BIN)/harness run --model $(NIGHTLY_MODEL) --tasks $(NIGHTLY_TASKS) --limit $(NIGHTLY_LIMIT) --output $(NIGHTLY_RUN)
+	$(BIN)/harness run --model $(NIGHTLY_MODEL) --tasks $(NIGHTLY_TASKS) --limit $(NIGHTLY_LIMIT) --output $(NIGHTLY_RUN) --no-cache
 	$(BIN)/harness report $(NIGHTLY_RUN)
 	$(BIN)/harness gate --run $(NIGHTLY_RUN) --baseline $(NIGHTLY_BASELINE) --max-drop $(NIGHTLY_MAX_DROP)
 

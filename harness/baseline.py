@@ -8,9 +8,11 @@ leaderboards/baselines/.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+from harness.atomic import write_atomic
 from harness.errors import UserError
 from harness.gate import load_run
 
@@ -24,9 +26,7 @@ def write_baseline(run_folder: Path, path: Path) -> Path:
                 "record": {key: record[key] for key in KEPT if key in record},
                 "samples": [{"task": s["task"], "doc_id": s["doc_id"], "scores": s["scores"]} for s in samples]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(baseline) + "\n", encoding="utf-8")
-    staging.replace(path)  # a reader never sees half a baseline
+    write_atomic(path, json.dumps(baseline) + "\n")  # a reader never sees half a baseline
     return path
 
 
@@ -41,6 +41,8 @@ def read_baseline(path: Path) -> tuple[dict, list[dict]]:
     if not isinstance(baseline, dict) or baseline.get("format") != FORMAT:
         found = baseline.get("format") if isinstance(baseline, dict) else type(baseline).__name__
         raise UserError(f"{path} is not a baseline of format {FORMAT} (found {found!r})")
+    if not isinstance(baseline.get("record"), dict) or not isinstance(baseline.get("samples"), list):
+        raise UserError(f"{path} is a damaged baseline: it lacks its record or samples")
     return baseline["record"], baseline["samples"]
 
 
@@ -49,6 +51,15 @@ def read_run(folder: Path) -> tuple[dict, list[dict]]:
     if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
         raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
     try:
-        return load_run(folder)
+        record, samples = load_run(folder)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None
+    if not isinstance(record, dict) or "results" not in record:
+        raise UserError(f"{folder / 'results.json'} is not a run record")
+    # results.json, written last, vouches for the other files (runs from before it did so carry no "files").
+    for name, expected in record.get("files", {}).items():
+        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise UserError(f"{folder / name} is damaged or was changed after the run: {len(data)} bytes, not the "
+                            f"{expected['bytes']} its results.json records")
+    return record, samples

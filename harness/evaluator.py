@@ -9,7 +9,8 @@ aggregates them per task and per group.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+import os
+from collections import Counter, defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 from tqdm import tqdm
 
 import tasks as task_registry
+from harness import cache as response_cache
 from harness import stats
+from harness.cache import ResponseCache
 from harness.models.adapter import ModelAdapter
 from harness.prompts import Prompt
 from harness.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
@@ -57,8 +60,9 @@ class Evaluation:
 
 
 def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None, batch_size: int | None = 1,
-             seed: int = 0, prompt_format: PromptFormat = PromptFormat()) -> Evaluation:
-    """Runs the tasks (built by tasks.build) on the adapter's model."""
+             seed: int = 0, prompt_format: PromptFormat = PromptFormat(), cache: CacheUse | None = None
+             ) -> Evaluation:
+    """Runs the tasks (built by tasks.build) on the adapter's model; with `cache`, through the response cache."""
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
     built = {task.name: task for task in tasks}
@@ -67,12 +71,15 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
     for name, task in built.items():
         docs = task.docs()
         selected = docs[:limit]
-        for doc in selected:
-            planned.append((task, doc, [render(r, adapter, prompt_format, rendered) for r in task.requests(doc)]))
+        mine = [(task, doc, [render(r, adapter, prompt_format, rendered) for r in task.requests(doc)])
+                for doc in selected]
+        planned += mine
         evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
+        # Prompts longer than the model's window are cut from the left, not refused: the record says how many.
+        evaluation.task_records[name]["truncated_requests"] = sum(adapter.truncates(r) for *_, rs in mine for r in rs)
 
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed,
-                             [task.name for task, _, requests in planned for _ in requests])
+                             [task.name for task, _, requests in planned for _ in requests], cache)
 
     # Each task scores all its documents in one call (a sandbox or a classifier works in batches).
     answers_of: list[list] = []
@@ -144,10 +151,32 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     return replace(request, context=text)
 
 
+@dataclass
+class CacheUse:
+    """The response cache as one run uses it: the store, this run's model key, and what it found per task."""
+
+    store: ResponseCache
+    model: str
+    hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    computed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+# Requests of one kind sent to the model between two commits to the cache: what a kill can lose at most. The
+# chunks are cut from each task's whole request list, the same way every time, so a resumed run computes its
+# missing chunks exactly as the interrupted one would have (same batches, same float results).
+COMMIT_EVERY = {LoglikelihoodRequest: 1024, RollingLoglikelihoodRequest: 8, GenerateRequest: 32}
+
+
+def commit_every(kind: type) -> int:
+    override = os.environ.get("HARNESS_COMMIT_EVERY")  # the kill-and-resume tests want many small chunks
+    return int(override) if override else COMMIT_EVERY[kind]
+
+
 def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, seed: int,
-                 task_of: list[str] | None = None) -> list[Any]:
-    """Responses in request order. Each kind of request goes to its adapter method, one call per task (so that
-    the profiler, when the adapter has one, can say what each task cost; results do not depend on batching)."""
+                 task_of: list[str] | None = None, cache: CacheUse | None = None) -> list[Any]:
+    """Responses in request order. Each kind of request goes to its adapter method, one call per task and chunk
+    (so that the profiler, when the adapter has one, can say what each task cost; results do not depend on
+    batching). With `cache`, stored responses are reused and each chunk's new ones stored as it ends."""
     task_of = task_of or [""] * len(requests)
     responses: list[Any] = [None] * len(requests)
     by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -155,16 +184,52 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
         by_kind[type(request)][task_of[index]].append(index)
     for kind, by_task in by_kind.items():
         method = ADAPTER_METHODS[kind]
-        extra = {"seed": seed} if kind is GenerateRequest else {}
         with tqdm(total=sum(map(len, by_task.values())), desc=method, unit="req", dynamic_ncols=True) as bar:
             for task, indices in by_task.items():
+                # A sampled generation's random stream counts the identical requests before it in its task.
+                seen: Counter = Counter()
+                occurrences = {}
+                for index in indices:
+                    occurrences[index] = seen[requests[index].key]
+                    seen[requests[index].key] += 1
                 scope = adapter.profiler.task(task) if adapter.profiler and task else nullcontext()
                 with scope:
-                    answers = getattr(adapter, method)([requests[i] for i in indices], batch_size=batch_size,
-                                                       progress=bar.update, **extra)
-                for index, answer in zip(indices, answers):
-                    responses[index] = answer
+                    step = commit_every(kind)
+                    for start in range(0, len(indices), step):
+                        chunk = indices[start:start + step]
+                        answers = answer_chunk(adapter, method, [requests[i] for i in chunk],
+                                               [occurrences[i] for i in chunk], batch_size, seed, bar, task, cache)
+                        for index, answer in zip(chunk, answers):
+                            responses[index] = answer
     return responses
+
+
+def answer_chunk(adapter: ModelAdapter, method: str, chunk: list, occurrences: list[int], batch_size: int | None,
+                 seed: int, bar, task: str, cache: CacheUse | None) -> list[Any]:
+    """The chunk's responses: from the cache where stored, from the model otherwise (then stored, in one
+    commit). A stored response is never recomputed."""
+
+    def compute(positions: list[int]) -> list[Any]:
+        extra = {"seed": seed, "occurrences": [occurrences[p] for p in positions]} if method == "generate_until" \
+            else {}
+        return getattr(adapter, method)([chunk[p] for p in positions], batch_size=batch_size, progress=bar.update,
+                                        **extra)
+
+    if cache is None:
+        return compute(list(range(len(chunk))))
+    keys = [response_cache.request_key(request, seed, o) for request, o in zip(chunk, occurrences)]
+    stored = cache.store.get_many(cache.model, keys)
+    answers = [response_cache.decode(request, stored[key]) if key in stored else None
+               for request, key in zip(chunk, keys)]
+    missing = [position for position, key in enumerate(keys) if key not in stored]
+    bar.update(len(chunk) - len(missing))
+    if missing:
+        for position, answer in zip(missing, compute(missing)):
+            answers[position] = answer
+        cache.store.put_many(cache.model, [(keys[p], response_cache.encode(answers[p])) for p in missing])
+    cache.hits[task] += len(chunk) - len(missing)
+    cache.computed[task] += len(missing)
+    return answers
 
 
 def aggregate_scores(scores: list[dict], metrics, seed: int) -> dict:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic import write_atomic
 from harness.errors import UserError
 from reports.systems import systems_rows
 from reports.tables import results_frame
@@ -52,25 +52,32 @@ def check_output_folder(folder: Path) -> None:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create {parent}: {error.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write the run into {parent}: permission denied")
+    try:  # os.access would answer yes for root even where nothing can be made (/sys): try for real
+        Path(tempfile.mkdtemp(prefix=".harness-probe-", dir=parent)).rmdir()
+    except OSError as error:
+        raise UserError(f"cannot write the run into {parent}: {error.strerror}") from None
+
+
+INVOCATION = "run.json"  # written when a run starts: what `harness run --resume` reads back
+
+
+def start_run(folder: Path, invocation: dict) -> None:
+    """Creates the run folder with only run.json in it: the command, so that an interrupted run can resume."""
+    folder.mkdir(parents=True)
+    write_atomic(folder / INVOCATION, json.dumps(invocation, indent=2) + "\n")
 
 
 def write_run(folder: Path, record: dict, samples: list[dict]) -> Path:
-    """Writes into a hidden staging folder and renames it, so an interrupted write leaves no half run."""
+    """Writes samples.jsonl, results.csv and then results.json, each atomically (harness/atomic.py). results.json
+    comes last and records the others' sizes and sha256, so a run folder with results.json is complete, and a
+    reader can tell a damaged or truncated samples.jsonl from a whole one (harness.baseline.read_run)."""
     folder = Path(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        (staging / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-        with open(staging / "samples.jsonl", "w", encoding="utf-8") as handle:
-            for sample in samples:
-                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
-        frame = results_frame(record["results"])
-        if "systems" in record:  # the systems figures of the same run, as rows of the same table
-            frame = pd.concat([frame, pd.DataFrame(systems_rows(record["systems"]), columns=frame.columns)])
-        frame.to_csv(staging / "results.csv", index=False)
-        staging.chmod(0o755)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"samples.jsonl": write_atomic(folder / "samples.jsonl", "".join(
+        json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples))}
+    frame = results_frame(record["results"])
+    if "systems" in record:  # the systems figures of the same run, as rows of the same table
+        frame = pd.concat([frame, pd.DataFrame(systems_rows(record["systems"]), columns=frame.columns)])
+    files["results.csv"] = write_atomic(folder / "results.csv", frame.to_csv(index=False))
+    write_atomic(folder / "results.json", json.dumps({**record, "files": files}, indent=2, ensure_ascii=False) + "\n")
     return folder

@@ -37,6 +37,7 @@ class TaskOptions:
     data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
     samples: int | None = None  # generations per document for sampling tasks (humaneval, realtoxicityprompts)
     temperature: float | None = None  # their sampling temperature
+    fewshot_seed: int = 1234  # the run's --seed, for tasks that draw few-shot examples at random (gsm8k)
     # Services the engine lends to tasks that need them, so that tasks never import the engine:
     run_programs: Callable[[list[list[str]]], list[dict]] | None = None  # the code sandbox; None: not allowed
     toxicity_scorer: Callable[[], Any] | None = None  # gives the one toxicity scorer of the run (harness/toxicity.py)
@@ -118,5 +119,20 @@ def require_file(path: Path) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(require_file(path), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """The rows of a JSON-lines data file; a damaged line stops the run with the file and line named."""
+    rows = []
+    with open(require_file(path), "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UserError(f"{path}, line {number}: not UTF-8 text (byte {error.start} of the line); the data "
+                                "file is damaged or in another encoding") from None
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}, column {error.colno}); the "
+                                "data file is damaged") from None
+    return rows

@@ -31,7 +31,7 @@ from harness.requests import GenerateRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 VERSION = "3.0"  # lm-eval's gsm8k and gsm8k_cot versions whose definitions this reproduces
-FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
+FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed, and ours: the run's --seed defaults to it
 MAX_NEW_TOKENS = 256  # lm-eval's default max_gen_toks
 FALLBACK = "[invalid]"
 FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
@@ -62,6 +62,7 @@ def exact_match(answer: str, reference: str) -> float:
 @dataclass
 class GSM8K(Task):
     chain_of_thought: bool = False
+    fewshot_seed: int = FEWSHOT_SEED
     metrics: list[Metric] = field(default_factory=lambda: [Metric("exact_match,strict-match"),
                                                            Metric("exact_match,flexible-extract")])
 
@@ -70,7 +71,7 @@ class GSM8K(Task):
         available = len(self.exemplars) if self.chain_of_thought else len(self.train)
         if self.num_fewshot > available:
             raise UserError(f"{self.name}: --num-fewshot {self.num_fewshot} is more than the {available} examples")
-        self._sampler = random.Random(FEWSHOT_SEED)
+        self._sampler = random.Random(self.fewshot_seed)
         self._draws: list[list[int]] = []
 
     @cached_property
@@ -125,7 +126,7 @@ class GSM8K(Task):
     def fewshot_ids(self) -> list[str]:
         if self.chain_of_thought:
             return [f"cot_exemplars:{i}" for i in range(self.num_fewshot)]
-        return [f"train: random.Random({FEWSHOT_SEED}).sample(train, {self.num_fewshot}) per test document, "
+        return [f"train: random.Random({self.fewshot_seed}).sample(train, {self.num_fewshot}) per test document, "
                 "in document order (lm-eval's default sampler)"] if self.num_fewshot else []
 
     def prompt_template(self) -> str:
@@ -137,6 +138,7 @@ class GSM8K(Task):
 
 
 def register(tasks: dict, groups: dict) -> None:
-    tasks["gsm8k"] = lambda options: GSM8K(name="gsm8k", num_fewshot=options.fewshot(5))
+    tasks["gsm8k"] = lambda options: GSM8K(name="gsm8k", num_fewshot=options.fewshot(5),
+                                                 fewshot_seed=options.fewshot_seed)
     tasks["gsm8k_cot"] = lambda options: GSM8K(name="gsm8k_cot", chain_of_thought=True,
                                                 num_fewshot=options.fewshot(8))

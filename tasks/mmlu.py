@@ -15,6 +15,7 @@ Data: tasks/data/mmlu (the `cais/mmlu` export; answer is an index 0-3), see its 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,18 +48,23 @@ SUBJECTS = sorted(s for subjects in CATEGORIES.values() for s in subjects)
 
 def read_split(path: Path) -> list[dict]:
     rows = []
-    with open(require_file(path), newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        for line_number, row in enumerate(reader, start=2):
-            try:
-                choices = [row[f"choice{i}"] for i in range(4)]
-                answer = int(row["answer"])
-                if answer not in range(4) or row["question"] is None or None in choices:
-                    raise ValueError
-            except (KeyError, ValueError, TypeError):
-                raise UserError(f"{path}: malformed row near line {line_number} "
-                                "(expected question,choice0..choice3,answer 0-3)") from None
-            rows.append({"question": row["question"], "choices": choices, "answer": answer})
+    raw = require_file(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: not UTF-8 text; the data file is damaged or in another encoding") \
+            from None
+    for line_number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            choices = [row[f"choice{i}"] for i in range(4)]
+            answer = int(row["answer"])
+            if answer not in range(4) or row["question"] is None or None in choices:
+                raise ValueError
+        except (KeyError, ValueError, TypeError):
+            raise UserError(f"{path}: malformed row near line {line_number} "
+                            "(expected question,choice0..choice3,answer 0-3)") from None
+        rows.append({"question": row["question"], "choices": choices, "answer": answer})
     return rows
 
 

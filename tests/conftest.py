@@ -16,3 +16,10 @@ def smollm2():
 # Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
 # store, not in the user's $HARNESS_HOME/results.sqlite.
 os.environ.setdefault("HARNESS_RESULTS_DB", os.path.join(tempfile.mkdtemp(prefix="harness-tests-"), "results.sqlite"))
+
+
+@pytest.fixture(autouse=True)
+def scratch_response_cache(tmp_path, monkeypatch):
+    """Each test gets an empty response cache: a response cached by another test would skip the model (and the
+    profiler) in this one. Subprocesses inherit the variable."""
+    monkeypatch.setenv("HARNESS_CACHE_DB", str(tmp_path / "responses.sqlite"))

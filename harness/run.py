@@ -110,8 +110,8 @@ def run_command(args, argv: list[str]) -> int:
     torch.manual_seed(args.seed)
     adapter = load_model(args.model, device=args.device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
-    cache = CacheUse(store, model_key(adapter.fingerprint, str(adapter.dtype), str(adapter.device),
-                                      prompt_format.describe(adapter))) if store else None
+    cache = CacheUse(store, model_key(adapter.fingerprint, adapter.implementation, str(adapter.dtype),
+                                      str(adapter.device), prompt_format.describe(adapter))) if store else None
     invocation = {"argv": argv, "cwd": str(Path.cwd()), "created": started.isoformat()}
     if not args.resume:
         start_run(output, invocation)

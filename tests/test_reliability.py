@@ -172,3 +172,22 @@ def test_runs_reproduce_byte_for_byte_and_the_seed_moves_sampling(tmp_path, caps
     assert main([*command, "--seed", "7", "--output", str(tmp_path / "c")]) == 0
     texts = lambda folder: [s["response"] for s in read_run(folder)[1] if s["task"].startswith("real")]  # noqa
     assert texts(tmp_path / "c") != texts(tmp_path / "a")
+
+
+def test_the_cache_answers_only_the_same_model_and_prompt_settings(tmp_path, smollm2):
+    """Same command: everything from the cache. Another variant, implementation or prompt setting: nothing."""
+    base = ["run", "--tasks", "mmlu_anatomy", "--limit", "3"]
+
+    def cache_use(name: str, *extra: str) -> tuple[int, int]:
+        assert main([*base, *extra, "--output", str(tmp_path / name)]) == 0
+        use = read_run(tmp_path / name)[0]["settings"]["response_cache"]
+        return sum(use["hits"].values()), sum(use["computed"].values())
+
+    assert cache_use("first", "--model", "smollm2-135m") == (0, 12)
+    assert cache_use("again", "--model", "smollm2-135m") == (12, 0)
+    assert cache_use("int8", "--model", "smollm2-135m:int8") == (0, 12)
+    assert cache_use("peer", "--model", f"transformers:{smollm2.folder}") == (0, 12)
+    assert cache_use("chat", "--model", "smollm2-135m", "--apply-chat-template") == (0, 12)
+    assert cache_use("system", "--model", "smollm2-135m", "--system-prompt", "Answer briefly.") == (0, 12)
+    assert cache_use("int8 again", "--model", "smollm2-135m:int8") == (12, 0)
+    assert read_run(tmp_path / "again")[1] == read_run(tmp_path / "first")[1]

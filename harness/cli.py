@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the Hugging Face config and tokenizer folder detoxify needs to load a checkpoint offline")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
+    serve = commands.add_parser("serve", help="serve a model spec as an OpenAI-compatible HTTP server")
+    serve.add_argument("--model", required=True, help="model spec, e.g. smollm2-135m or smollm2-135m:int8")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int_at_least(1), default=8000, help="port (default 8000)")
+    serve.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    serve.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     rerun = commands.add_parser("rerun", help="run a finished run's command again (no cache); compare its scores")
     rerun.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run folder")
     rerun.add_argument("--output", type=Path, help="the new run folder (default RUN_DIR-rerun-<time>)")
@@ -146,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return gate_command(args)
         if args.command == "report":
             return report_command(args)
+        if args.command == "serve":
+            return serve_command(args)
         if args.command == "rerun":
             from harness.run import rerun_command
 
@@ -199,6 +209,20 @@ def score_code_command(args) -> int:
         if key.startswith("pass@"):
             print(f"{key}: {value:.4f}")
     print(f"per-sample results: {results_path}")
+    return 0
+
+
+def serve_command(args) -> int:
+    from harness.models.registry import load_model, parse_spec
+    from harness.serve import serve
+
+    if parse_spec(args.model).name == "openai":
+        raise UserError("harness serve serves a local model; openai:MODEL@URL is already behind a server")
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype,
+                         progress=lambda message: print(message, file=sys.stderr))
+    print(f"serving {args.model} at http://{args.host}:{args.port}/v1 (evaluate it with --model "
+          f"openai:{args.model}@http://{args.host}:{args.port}/v1)", file=sys.stderr, flush=True)
+    serve(adapter, args.host, args.port)
     return 0
 
 

@@ -22,6 +22,7 @@ import tasks as task_registry
 from harness import cache as response_cache
 from harness import stats
 from harness.cache import ResponseCache
+from harness.errors import CapabilityMissing
 from harness.models.adapter import ModelAdapter
 from harness.prompts import Prompt
 from harness.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
@@ -78,6 +79,7 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
         # Prompts longer than the model's window are cut from the left, not refused: the record says how many.
         evaluation.task_records[name]["truncated_requests"] = sum(adapter.truncates(r) for *_, rs in mine for r in rs)
 
+    refuse_what_the_model_cannot_answer(adapter, planned)
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed,
                              [task.name for task, _, requests in planned for _ in requests], cache)
 
@@ -126,6 +128,21 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
         result["aggregation"] = aggregation
         evaluation.results[group] = result
     return evaluation
+
+
+def refuse_what_the_model_cannot_answer(adapter: ModelAdapter, planned: list[tuple[Task, Doc, list]]) -> None:
+    """A model behind a server may lack a capability (prompt log-probabilities): say so before any work."""
+    cannot_answer = getattr(adapter, "cannot_answer", None)
+    if cannot_answer is None:
+        return
+    asked: set[tuple[str, type]] = set()
+    for task, _, requests in planned:
+        for request in requests:
+            if (task.name, type(request)) not in asked:
+                asked.add((task.name, type(request)))
+                missing = cannot_answer(request)
+                if missing:
+                    raise CapabilityMissing(f"{task.name} needs {missing}")
 
 
 def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
@@ -197,8 +214,12 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
                     step = commit_every(kind)
                     for start in range(0, len(indices), step):
                         chunk = indices[start:start + step]
-                        answers = answer_chunk(adapter, method, [requests[i] for i in chunk],
-                                               [occurrences[i] for i in chunk], batch_size, seed, bar, task, cache)
+                        try:
+                            answers = answer_chunk(adapter, method, [requests[i] for i in chunk],
+                                                   [occurrences[i] for i in chunk], batch_size, seed, bar, task,
+                                                   cache)
+                        except CapabilityMissing as error:
+                            raise CapabilityMissing(f"{task} needs {error}") from None
                         for index, answer in zip(chunk, answers):
                             responses[index] = answer
     return responses

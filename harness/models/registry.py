@@ -4,6 +4,8 @@
     hf:PATH               a local Hugging Face folder (or a Hub repository id) in our reference implementation of
                           its model_type (llama, gpt2, mixtral); `hf:PATH:VARIANT` adds a variant
     transformers:PATH     the same folder in Hugging Face transformers' own implementation: the peer
+    openai:MODEL@URL      MODEL behind an OpenAI-compatible server at URL (http://HOST:PORT/v1): vLLM, TGI,
+                          `harness serve`
 
 Variants change a reference model after it loads (quantization, a mixture-of-experts split); `+lora=PATH` first
 applies a PEFT LoRA adapter, kept separate or, with `,merge`, merged into the weights.
@@ -43,6 +45,7 @@ class ModelSpec:
     variant: str | None = None
     lora: str | None = None
     lora_merge: bool = False
+    served_model: str | None = None  # openai:MODEL@URL: MODEL (and `path` is URL)
 
 
 def parse_spec(text: str) -> ModelSpec:
@@ -55,6 +58,13 @@ def parse_spec(text: str) -> ModelSpec:
         lora, merge = parse_lora_suffix(suffix)
         lora = str(lora)
     prefix, _, rest = text.partition(":")
+    if prefix == "openai":
+        served, at, url = rest.rpartition("@")
+        if not at or not served or not url.startswith(("http://", "https://")):
+            raise UserError(f"malformed model spec {text!r}: expected openai:MODEL@http://HOST:PORT/v1")
+        if lora is not None:
+            raise UserError("+lora applies to our reference models, not to a model behind a server")
+        return ModelSpec("openai", path=url, served_model=served)
     if prefix in PATH_PREFIXES:
         path, _, variant = rest.rpartition(":")
         if not path or not is_variant_shaped(variant):  # a path may hold a colon; a variant has a known shape
@@ -95,6 +105,7 @@ def check_variant(variant: str) -> None:
 
 def list_models() -> list[tuple[str, str]]:
     rows = list(NAMED_MODELS.items()) + [(p + ":PATH", d) for p, d in PATH_PREFIXES.items()]
+    rows += [("openai:MODEL@URL", "MODEL behind an OpenAI-compatible server (vLLM, TGI, harness serve)")]
     rows += [(f"  :{variant}", description) for variant, description in VARIANTS.items()]
     return rows + [("  +lora=PATH[,merge]", "a PEFT LoRA adapter, kept separate or merged into the weights")]
 
@@ -112,6 +123,10 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         raise UserError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
 
+    if spec.name == "openai":
+        from harness.models.openai_api import OpenAIAdapter
+
+        return OpenAIAdapter(text, spec.served_model, spec.path)
     if spec.name == "transformers":
         folder = Path(spec.path).expanduser()
         if not folder.is_dir():

@@ -1,0 +1,192 @@
+"""The `openai:MODEL@URL` adapter: a model behind an OpenAI-compatible server (vLLM, TGI, `harness serve`).
+
+- generate_until: /v1/completions with the prompt; with --apply-chat-template, /v1/chat/completions with the
+  messages (the server applies its own template).
+- loglikelihood: /v1/completions with echo, max_tokens 0 and logprobs, which vLLM and `harness serve` answer: the
+  log-probability of every prompt token. The continuation's tokens are those that start at or after the end of
+  the context (text_offset), after the context's trailing whitespace moves to the continuation, as lm-eval does.
+  A server that cannot echo log-probabilities stops the run with the task and the missing capability named.
+- loglikelihood_rolling is not offered: it needs the model's tokenizer to cut windows, which a server hides.
+
+Requests go out concurrently (HARNESS_OPENAI_CONCURRENCY, default 8), each retried with exponential backoff on
+429, 5xx, timeouts (HARNESS_OPENAI_TIMEOUT seconds, default 300) and dropped connections (Retry-After is
+honoured). The API key comes from OPENAI_API_KEY.
+Responses go through the response cache like any model's, so an interrupted remote run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import httpx
+import torch
+
+from harness.errors import CapabilityMissing, UserError
+from harness.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
+
+RETRIES = 6
+BACKOFF_S = 0.5  # the first wait; it doubles each retry, with jitter, up to MAX_BACKOFF_S
+MAX_BACKOFF_S = 30.0
+TIMEOUT_S = 300.0  # per call; HARNESS_OPENAI_TIMEOUT overrides it
+
+
+class OpenAIAdapter:
+    implementation = "openai-api"
+
+    def __init__(self, spec: str, served_model: str, base_url: str):
+        self.spec, self.served_model, self.base_url = spec, served_model, base_url.rstrip("/")
+        self.device, self.dtype = torch.device("cpu"), "remote"  # the model runs elsewhere; this process waits
+        self.profiler = None
+        self.chat = False  # set by apply_chat_template: prompts are then message lists for chat completions
+        self._echoes: bool | None = None  # whether the server scores prompts (echo with logprobs), once probed
+        self.concurrency = int(os.environ.get("HARNESS_OPENAI_CONCURRENCY", "8"))
+        headers = {"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"} if os.environ.get("OPENAI_API_KEY") \
+            else {}
+        timeout = float(os.environ.get("HARNESS_OPENAI_TIMEOUT", TIMEOUT_S))
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.served = self._served_models()
+        if served_model not in self.served:
+            raise UserError(f"{base_url} serves {', '.join(self.served) or 'no model'}, not {served_model!r}")
+
+    # ---- what the engine reads ---------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        # No weights to hash: the served name and the server stand for them.
+        return hashlib.sha256(f"{self.served_model}@{self.base_url}".encode()).hexdigest()
+
+    def info(self) -> dict:
+        return {"implementation": self.implementation, "served_model": self.served_model, "url": self.base_url,
+                "dtype": "remote", "device": "remote"}
+
+    @property
+    def chat_template(self) -> str | None:
+        return "the server's own chat template"
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        self.chat = True
+        return json.dumps(messages, ensure_ascii=False)  # sent as they are to /v1/chat/completions
+
+    def cannot_answer(self, request) -> str | None:
+        """Why the server cannot answer this kind of request, or None; the evaluator asks before any work."""
+        if isinstance(request, RollingLoglikelihoodRequest):
+            return ("loglikelihood_rolling (perplexity): the openai adapter cannot cut the model's token windows "
+                    "without its tokenizer; run the model locally")
+        if isinstance(request, LoglikelihoodRequest) and self.chat:
+            return ("loglikelihood, which chat completions cannot give (no prompt log-probabilities); run without "
+                    "--apply-chat-template")
+        if isinstance(request, LoglikelihoodRequest) and self._echoes is None:
+            try:
+                self._loglikelihood(LoglikelihoodRequest("Hello", " world"))
+                self._echoes = True
+            except UserError:
+                self._echoes = False
+        if isinstance(request, LoglikelihoodRequest) and not self._echoes:
+            return (f"loglikelihood: {self.base_url} returns no prompt log-probabilities for echo=true, "
+                    "max_tokens=0, logprobs=1 (vLLM and `harness serve` do)")
+        return None
+
+    def truncates(self, request) -> bool:
+        return False  # the server decides; its window is not known here
+
+    # ---- requests ----------------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence, batch_size=None, progress=None) -> list[LoglikelihoodResult]:
+        return self._all(requests, self._loglikelihood, progress)
+
+    def loglikelihood_rolling(self, requests: Sequence, batch_size=None, progress=None) -> list[float]:
+        raise CapabilityMissing(self.cannot_answer(RollingLoglikelihoodRequest("")))
+
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size=None, progress=None, seed: int = 0,
+                       occurrences: Sequence[int] | None = None) -> list[str]:
+        return self._all(requests, lambda r: self._generate(r, seed), progress)
+
+    def _all(self, requests: Sequence, one, progress) -> list[Any]:
+        def answer(request):
+            result = one(request)
+            if progress:
+                progress(1)
+            return result
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(answer, requests))
+
+    def _loglikelihood(self, request) -> LoglikelihoodResult:
+        context, continuation = request.context, request.continuation
+        spaces = len(context) - len(context.rstrip())
+        if spaces:  # lm-eval's rule: trailing whitespace belongs to the continuation
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        reply = self._post("/completions", {"model": self.served_model, "prompt": context + continuation,
+                                            "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0})
+        logprobs = (reply.get("choices") or [{}])[0].get("logprobs") or {}
+        if not logprobs.get("token_logprobs") or not logprobs.get("text_offset"):
+            raise CapabilityMissing(f"loglikelihood: {self.base_url} returned no prompt log-probabilities for "
+                                    "echo=true, max_tokens=0, logprobs=1 (vLLM and `harness serve` do)")
+        total, greedy = 0.0, True
+        for offset, value, top in zip(logprobs["text_offset"], logprobs["token_logprobs"],
+                                      logprobs.get("top_logprobs") or [None] * len(logprobs["text_offset"])):
+            if offset < len(context):
+                continue
+            if value is None:
+                raise CapabilityMissing("loglikelihood with an empty context: the server scores no first token")
+            total += value
+            greedy = greedy and (not top or value >= max(top.values()))
+        return LoglikelihoodResult(total, greedy)
+
+    def _generate(self, request: GenerateRequest, seed: int) -> str:
+        body: dict[str, Any] = {"model": self.served_model, "max_tokens": request.max_tokens,
+                                "temperature": request.temperature, "top_p": request.top_p, "seed": seed}
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if self.chat:
+            reply = self._post("/chat/completions", {**body, "messages": json.loads(request.context)})
+            text = reply["choices"][0]["message"]["content"] or ""
+        else:
+            text = self._post("/completions", {**body, "prompt": request.context})["choices"][0]["text"]
+        for stop in request.stop:  # a server may return the text up to and including a stop string
+            if stop and stop in text:
+                text = text[:text.index(stop)]
+        return text
+
+    # ---- HTTP --------------------------------------------------------------------------------------------
+
+    def _served_models(self) -> list[str]:
+        try:
+            reply = self._request("GET", "/models")
+        except httpx.HTTPError as error:
+            raise UserError(f"cannot reach {self.base_url}: {error}") from None
+        return [model.get("id") for model in reply.get("data", [])]
+
+    def _post(self, path: str, body: dict) -> dict:
+        try:
+            return self._request("POST", path, body)
+        except httpx.HTTPStatusError as error:
+            raise UserError(f"{self.base_url}{path} answered {error.response.status_code}: "
+                            f"{error.response.text[:200]}") from None
+        except httpx.HTTPError as error:
+            raise UserError(f"{self.base_url}{path} failed after {RETRIES} retries: {error}") from None
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One call, retried on 429, 5xx, timeouts and broken connections, waiting longer each time."""
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self.client.request(method, path, json=body)
+                response.raise_for_status()
+                return response.json()
+            except (httpx.TransportError, httpx.HTTPStatusError) as error:
+                retryable = isinstance(error, httpx.TransportError) or error.response.status_code == 429 or \
+                    error.response.status_code >= 500
+                if not retryable or attempt == RETRIES:
+                    raise
+                wait = min(MAX_BACKOFF_S, BACKOFF_S * 2 ** attempt) * (0.5 + random.random() / 2)
+                if isinstance(error, httpx.HTTPStatusError):
+                    retry_after = error.response.headers.get("retry-after", "")
+                    wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else wait
+                time.sleep(wait)
+        raise AssertionError("unreachable")

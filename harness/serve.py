@@ -1,0 +1,124 @@
+"""`harness serve`: any of our model specs behind an OpenAI-compatible HTTP server (FastAPI on uvicorn).
+
+    POST /v1/completions        prompt (a string or a list of them), max_tokens, temperature, top_p, stop, seed;
+                                with echo and logprobs, each prompt token's log-probability (the first has none),
+                                its text offset, and the most likely token at each position: what a client needs
+                                to score a continuation (vLLM answers the same way)
+    POST /v1/chat/completions   messages, written through the model's chat template, then generated from
+    GET  /v1/models             the one model served, under its spec
+
+One model answers one request at a time (a lock): the server is for evaluating a model remotely and for testing
+the `openai:` adapter end to end, not for serving traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+from harness.requests import GenerateRequest
+
+
+class CompletionBody(BaseModel):
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: str | list[str] | None = None
+    echo: bool = False
+    logprobs: int | None = None
+    seed: int = 0
+
+
+class ChatBody(BaseModel):
+    model: str | None = None
+    messages: list[dict[str, str]]
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: str | list[str] | None = None
+    seed: int = 0
+
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
+
+
+def make_app(adapter) -> FastAPI:
+    app = FastAPI(title=f"harness serve: {adapter.spec}")
+    lock = threading.Lock()
+
+    def generate(prompt: str, body) -> tuple[str, str]:
+        stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        request = GenerateRequest(prompt, stop=stop, max_tokens=body.max_tokens, temperature=body.temperature,
+                                  top_p=body.top_p)
+        with lock:
+            generation = adapter.generate([request], batch_size=1, seed=body.seed)[0]
+        return generation.text, FINISH[generation.finish]
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": adapter.spec, "object": "model", "owned_by": "harness"}]}
+
+    @app.post("/v1/completions")
+    def completions(body: CompletionBody) -> dict:
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        choices = []
+        for index, prompt in enumerate(prompts):
+            if body.echo and body.max_tokens == 0:
+                if body.logprobs is None:
+                    raise HTTPException(400, "echo with max_tokens 0 needs logprobs")
+                with lock:
+                    logprobs = prompt_logprobs(adapter, prompt)
+                choices.append({"index": index, "text": prompt, "logprobs": logprobs, "finish_reason": "length"})
+                continue
+            if body.echo:
+                raise HTTPException(400, "echo is supported with max_tokens 0 only (scoring a prompt)")
+            text, finish = generate(prompt, body)
+            choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": finish})
+        return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()),
+                "model": adapter.spec, "choices": choices}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: ChatBody) -> dict:
+        prompt = adapter.apply_chat_template(body.messages)
+        text, finish = generate(prompt, body)
+        return {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
+                "model": adapter.spec,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+
+    return app
+
+
+def prompt_logprobs(adapter, prompt: str) -> dict[str, Any]:
+    """OpenAI's logprobs object for the prompt's own tokens: tokens, token_logprobs (None for the first, which
+    nothing predicts), text_offset and top_logprobs (the argmax at each position, for greedy checks)."""
+    encoded = adapter.tokenizer(prompt, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    if len(ids) > adapter.max_length + 1:
+        raise HTTPException(400, f"the prompt has {len(ids)} tokens; this model scores at most "
+                                 f"{adapter.max_length + 1}")
+    with torch.inference_mode():
+        logits, _ = adapter._forward(torch.tensor([ids[:-1]], device=adapter.device))
+        logprobs = torch.log_softmax(logits[0].double(), dim=-1).cpu() if len(ids) > 1 else None
+    tokens = [adapter.tokenizer.decode([token]) for token in ids]
+    token_logprobs: list[float | None] = [None]
+    top: list[dict[str, float] | None] = [None]
+    for position in range(1, len(ids)):
+        row = logprobs[position - 1]
+        best = int(row.argmax())
+        token_logprobs.append(float(row[ids[position]]))
+        top.append({adapter.tokenizer.decode([best]): float(row[best])})
+    return {"tokens": tokens, "token_ids": ids, "token_logprobs": token_logprobs,
+            "text_offset": [start for start, _ in offsets], "top_logprobs": top}
+
+
+def serve(adapter, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(make_app(adapter), host=host, port=port, log_level="warning")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import tasks as task_registry
 from harness import cache as response_cache
-from harness import stats
+from harness import distributed, stats
 from harness.cache import ResponseCache
 from harness.errors import CapabilityMissing
 from harness.models.adapter import ModelAdapter
@@ -82,6 +82,8 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
     refuse_what_the_model_cannot_answer(adapter, planned)
     responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed,
                              [task.name for task, _, requests in planned for _ in requests], cache)
+    if distributed.rank_and_size()[0] != 0:  # under torchrun, rank 0 alone scores and writes
+        return evaluation
 
     # Each task scores all its documents in one call (a sandbox or a classifier works in batches).
     answers_of: list[list] = []
@@ -193,36 +195,44 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
                  task_of: list[str] | None = None, cache: CacheUse | None = None) -> list[Any]:
     """Responses in request order. Each kind of request goes to its adapter method, one call per task and chunk
     (so that the profiler, when the adapter has one, can say what each task cost; results do not depend on
-    batching). With `cache`, stored responses are reused and each chunk's new ones stored as it ends."""
+    batching). With `cache`, stored responses are reused and each chunk's new ones stored as it ends. Under
+    torchrun, each rank answers every N-th chunk and all answers are gathered (harness/distributed.py)."""
     task_of = task_of or [""] * len(requests)
-    responses: list[Any] = [None] * len(requests)
     by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, request in enumerate(requests):
         by_kind[type(request)][task_of[index]].append(index)
-    for kind, by_task in by_kind.items():
+    # A sampled generation's random stream counts the identical requests before it in its task.
+    occurrences: dict[int, int] = {}
+    for by_task in by_kind.values():
+        for indices in by_task.values():
+            seen: Counter = Counter()
+            for index in indices:
+                occurrences[index] = seen[requests[index].key]
+                seen[requests[index].key] += 1
+    chunks = [(kind, task, indices[start:start + commit_every(kind)])
+              for kind, by_task in by_kind.items() for task, indices in by_task.items()
+              for start in range(0, len(indices), commit_every(kind))]
+    rank, size = distributed.rank_and_size()
+    mine = [chunk for number, chunk in enumerate(chunks) if number % size == rank]
+    answered: dict[int, Any] = {}
+    for kind in by_kind:
         method = ADAPTER_METHODS[kind]
-        with tqdm(total=sum(map(len, by_task.values())), desc=method, unit="req", dynamic_ncols=True) as bar:
-            for task, indices in by_task.items():
-                # A sampled generation's random stream counts the identical requests before it in its task.
-                seen: Counter = Counter()
-                occurrences = {}
-                for index in indices:
-                    occurrences[index] = seen[requests[index].key]
-                    seen[requests[index].key] += 1
+        of_kind = [(task, chunk) for k, task, chunk in mine if k is kind]
+        with tqdm(total=sum(len(chunk) for _, chunk in of_kind), desc=method, unit="req", dynamic_ncols=True,
+                  disable=rank != 0) as bar:
+            for task in dict.fromkeys(task for task, _ in of_kind):
                 scope = adapter.profiler.task(task) if adapter.profiler and task else nullcontext()
                 with scope:
-                    step = commit_every(kind)
-                    for start in range(0, len(indices), step):
-                        chunk = indices[start:start + step]
+                    for chunk in [chunk for t, chunk in of_kind if t == task]:
                         try:
                             answers = answer_chunk(adapter, method, [requests[i] for i in chunk],
                                                    [occurrences[i] for i in chunk], batch_size, seed, bar, task,
                                                    cache)
                         except CapabilityMissing as error:
                             raise CapabilityMissing(f"{task} needs {error}") from None
-                        for index, answer in zip(chunk, answers):
-                            responses[index] = answer
-    return responses
+                        answered.update(zip(chunk, answers))
+    answered = distributed.gather(answered)
+    return [answered[index] for index in range(len(requests))]
 
 
 def answer_chunk(adapter: ModelAdapter, method: str, chunk: list, occurrences: list[int], batch_size: int | None,

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness import distributed
 from harness.errors import UserError
 
 
@@ -87,7 +88,9 @@ def run_command(args, argv: list[str]) -> int:
     parse_spec(args.model)
     started = datetime.now(timezone.utc)
     output = args.output or Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', args.model)}"
-    if not args.resume:
+    device = distributed.start(args.device)  # under torchrun: join the other ranks (and take this rank's GPU)
+    rank, world_size = distributed.rank_and_size()
+    if not args.resume and rank == 0:  # rank 0 alone writes the run
         check_output_folder(output)
     sandbox = make_sandbox(args) if args.allow_code_execution else None
     options = TaskOptions(num_fewshot=args.num_fewshot, data_dir=args.data_dir, samples=args.samples,
@@ -108,12 +111,12 @@ def run_command(args, argv: list[str]) -> int:
 
     clock = time.perf_counter()
     torch.manual_seed(args.seed)
-    adapter = load_model(args.model, device=args.device, dtype=args.dtype,
+    adapter = load_model(args.model, device=device, dtype=args.dtype,
                          progress=lambda message: print(message, file=sys.stderr))
     cache = CacheUse(store, model_key(adapter.fingerprint, adapter.implementation, str(adapter.dtype),
                                       str(adapter.device), prompt_format.describe(adapter))) if store else None
     invocation = {"argv": argv, "cwd": str(Path.cwd()), "created": started.isoformat()}
-    if not args.resume:
+    if not args.resume and rank == 0:
         start_run(output, invocation)
     # Every run is profiled: the profiler wraps the adapter's batches (never task code) and costs well under 2 %.
     adapter.profiler = Profiler(adapter.device)
@@ -139,6 +142,10 @@ def run_command(args, argv: list[str]) -> int:
             sandbox.close()
         if store:
             store.close()
+    if rank != 0:  # its answers went to rank 0, which scores them and writes the run
+        distributed.finish()
+        return 0
+    distributed.finish()
     record = {
         "harness_version": __version__,
         "created": started.isoformat(),
@@ -157,6 +164,8 @@ def run_command(args, argv: list[str]) -> int:
             "response_cache": {"path": str(store.path), "hits": dict(cache.hits), "computed": dict(cache.computed)}
             if cache else None,
             "resumed": bool(args.resume),
+            # Under torchrun the systems figures and cache counts are rank 0's share of the work.
+            "data_parallel": {"world_size": world_size} if world_size > 1 else None,
         },
         "tasks": evaluation.task_records,
         "results": evaluation.results,

@@ -15,7 +15,10 @@ def smollm2():
 
 # Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
 # store, not in the user's $HARNESS_HOME/results.sqlite.
-os.environ.setdefault("HARNESS_RESULTS_DB", os.path.join(tempfile.mkdtemp(prefix="harness-tests-"), "results.sqlite"))
+_SCRATCH = tempfile.mkdtemp(prefix="harness-tests-")
+os.environ.setdefault("HARNESS_RESULTS_DB", os.path.join(_SCRATCH, "results.sqlite"))
+# Likewise the response cache, for fixtures wider than one test (each test gets its own; see below).
+os.environ.setdefault("HARNESS_CACHE_DB", os.path.join(_SCRATCH, "responses.sqlite"))
 
 
 @pytest.fixture(autouse=True)

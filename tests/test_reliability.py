@@ -31,8 +31,11 @@ TOTAL = 5 * 4 + 5
 
 def start(arguments, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "HARNESS_CACHE_DB": str(cache), "HARNESS_COMMIT_EVERY": "1"}
+    # A shell that starts a job in the background makes it (and so this suite) ignore SIGINT, which the child
+    # would inherit and Python would honour: give the child the default, as a terminal's Ctrl-C finds it.
     return subprocess.Popen([sys.executable, "-m", "harness", *arguments], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stored(cache: Path) -> int:

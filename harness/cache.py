@@ -108,10 +108,5 @@ class ResponseCache:
             self.connection.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
                                         [(model, key, response) for key, response in entries])
 
-    def count(self, model: str | None = None) -> int:
-        if model is None:
-            return self.connection.execute("SELECT count(*) FROM responses").fetchone()[0]
-        return self.connection.execute("SELECT count(*) FROM responses WHERE model = ?", (model,)).fetchone()[0]
-
     def close(self) -> None:
         self.connection.close()

@@ -70,8 +70,6 @@ def run_command(args, argv: list[str]) -> int:
     from harness.sandbox import runner_with_progress
     from harness.store import ResultsStore
     from harness.toxicity import make_scorer
-    from reports.systems import print_systems
-    from reports.tables import print_results
     from tasks.base import TaskOptions, require_file
 
     if args.resume:
@@ -133,7 +131,7 @@ def run_command(args, argv: list[str]) -> int:
         print(f"\nharness: interrupted; {stored}{resume}", file=sys.stderr)
         return 130
     except UserError:
-        if not args.resume:  # bad input found during the run: leave nothing behind
+        if not args.resume and rank == 0:  # bad input found during the run: leave nothing behind
             shutil.rmtree(output, ignore_errors=True)
         raise
     finally:
@@ -180,12 +178,16 @@ def run_command(args, argv: list[str]) -> int:
         results_store.close()
     except (OSError, sqlite3.Error) as error:
         print(f"warning: the run was not added to the results store: {error}", file=sys.stderr)
-    report(args, record, evaluation, cache, print_results, print_systems)
+    report(args, record, evaluation, cache)
     print(f"results: {folder}")
     return 0
 
 
-def report(args, record: dict, evaluation, cache, print_results, print_systems) -> None:
+def report(args, record: dict, evaluation, cache) -> None:
+    """The run's tables on screen, then what the user should know about how its numbers were made."""
+    from reports.systems import print_systems
+    from reports.tables import print_results
+
     chat = "chat template" if args.apply_chat_template else "no chat template"
     print_results(evaluation.results, title=f"{args.model}, {chat} ({record['wall_seconds']:.0f} s)")
     hardware = record["environment"]["hardware"]

@@ -209,9 +209,10 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
             for index in indices:
                 occurrences[index] = seen[requests[index].key]
                 seen[requests[index].key] += 1
-    chunks = [(kind, task, indices[start:start + commit_every(kind)])
+    steps = {kind: commit_every(kind) for kind in by_kind}
+    chunks = [(kind, task, indices[start:start + steps[kind]])
               for kind, by_task in by_kind.items() for task, indices in by_task.items()
-              for start in range(0, len(indices), commit_every(kind))]
+              for start in range(0, len(indices), steps[kind])]
     rank, size = distributed.rank_and_size()
     mine = [chunk for number, chunk in enumerate(chunks) if number % size == rank]
     answered: dict[int, Any] = {}

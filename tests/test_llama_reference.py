@@ -40,12 +40,18 @@ def test_logits_match_transformers(tmp_path, tie):
     assert (got - expected).abs().max().item() <= 1e-4
 
 
-def test_kv_cache_decoding_equals_full_forward(tmp_path):
+def model_with_ids_and_logits(tmp_path):
+    """A tiny random model, two rows of 30 token ids, and their logits from one full forward pass."""
     save_random_hf_llama(tmp_path, tie=True)
     model = load_llama(tmp_path)
     ids = torch.randint(0, TINY["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        full = model(ids)
+        return model, ids, model(ids)
+
+
+def test_kv_cache_decoding_equals_full_forward(tmp_path):
+    model, ids, full = model_with_ids_and_logits(tmp_path)
+    with torch.no_grad():
         cache = model.new_cache()
         pieces = [model(ids[:, :12], cache=cache), model(ids[:, 12:20], cache=cache)]  # a block with a cache
         pieces += [model(ids[:, t:t + 1], cache=cache) for t in range(20, 30)]  # then one token at a time
@@ -55,11 +61,8 @@ def test_kv_cache_decoding_equals_full_forward(tmp_path):
 
 
 def test_reserved_room_appends_in_place_with_the_same_logits(tmp_path):
-    save_random_hf_llama(tmp_path, tie=True)
-    model = load_llama(tmp_path)
-    ids = torch.randint(0, TINY["vocab_size"], (2, 30), generator=torch.Generator().manual_seed(2))
+    model, ids, full = model_with_ids_and_logits(tmp_path)
     with torch.no_grad():
-        full = model(ids)
         cache = model.new_cache()
         pieces = [model(ids[:, :12], cache=cache)]
         cache.reserve(1)

@@ -53,6 +53,14 @@ class Generation:
     finish: str  # "eos", "stop" (a stop string appeared) or "length" (max_tokens reached)
 
 
+def move_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """lm-eval's rule for a loglikelihood pair: the context's trailing whitespace belongs to the continuation."""
+    spaces = len(context) - len(context.rstrip())
+    if not spaces:
+        return context, continuation
+    return context[:-spaces], context[-spaces:] + continuation
+
+
 def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
     """(context, continuation) token windows covering `tokens`, each token predicted exactly once.
 
@@ -151,9 +159,7 @@ class ModelAdapter(ABC):
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if not context:
             return [self.prefix_token_id], self.encode(continuation)
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        context, continuation = move_trailing_whitespace(context, continuation)
         whole = self.encode(context + continuation)
         context_tokens = self.encode(context)
         return context_tokens, whole[len(context_tokens):]

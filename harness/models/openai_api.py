@@ -28,6 +28,7 @@ import httpx
 import torch
 
 from harness.errors import CapabilityMissing, UserError
+from harness.models.adapter import move_trailing_whitespace
 from harness.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
 
 RETRIES = 6
@@ -118,10 +119,7 @@ class OpenAIAdapter:
             return list(pool.map(answer, requests))
 
     def _loglikelihood(self, request) -> LoglikelihoodResult:
-        context, continuation = request.context, request.continuation
-        spaces = len(context) - len(context.rstrip())
-        if spaces:  # lm-eval's rule: trailing whitespace belongs to the continuation
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        context, continuation = move_trailing_whitespace(request.context, request.continuation)
         reply = self._post("/completions", {"model": self.served_model, "prompt": context + continuation,
                                             "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0})
         logprobs = (reply.get("choices") or [{}])[0].get("logprobs") or {}

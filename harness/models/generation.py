@@ -99,8 +99,8 @@ class ContinuousBatcher:
 
     def _last_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The logits of each row's last position, from the final hidden states: the head runs on those rows only
-        (a prompt's other positions predict nothing), and through `weight @ hidden.T` when it is a plain linear
-        layer, which this CPU's BLAS runs twice as fast as F.linear for a few rows (docs/performance.md)."""
+        (a prompt's other positions predict nothing). A plain linear head (on a GPU, or with packed linear layers
+        off) runs as `weight @ hidden.T`, which MKL runs twice as fast as F.linear for a few rows on this CPU."""
         head, last = self.model.lm_head, hidden[:, -1]
         if type(head) is torch.nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks):
             return (head.weight @ last.T).T.float().cpu()

@@ -53,6 +53,14 @@ class ReferenceAdapter(ModelAdapter):
         self.changes: dict[str, dict] = {}  # "lora" and "variant" reports, in the order applied
         # Counted before any variant: quantized layers keep their weights in buffers, not parameters.
         self.parameter_count = sum(p.numel() for p in self.model.parameters())
+        self.packed_linear_layers = 0
+
+    def pack_linear_layers(self) -> None:
+        """fp32 linear layers on a CPU run through oneDNN with packed weights (harness/models/packed_linear.py).
+        Called last, once LoRA and any variant have replaced the layers they replace."""
+        from harness.models.packed_linear import pack_linear_layers
+
+        self.packed_linear_layers += pack_linear_layers(self.model)
 
     def apply_lora(self, adapter_folder: Path, merge: bool = False) -> None:
         from harness.models.lora import apply_lora
@@ -92,6 +100,7 @@ class ReferenceAdapter(ModelAdapter):
     def info(self) -> dict:
         info = {**super().info(), **self.changes}
         info["parameters"] = self.changes.get("variant", {}).get("total_parameters", self.parameter_count)
+        info["packed_linear_layers"] = self.packed_linear_layers
         if self.changes.get("variant", {}).get("name", "").startswith("moe-"):
             from harness.models.moe import expert_load
 

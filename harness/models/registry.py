@@ -148,4 +148,5 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         adapter.apply_lora(Path(spec.lora).expanduser(), merge=spec.lora_merge)
     if spec.variant is not None:
         adapter.apply_variant(spec.variant)
+    adapter.pack_linear_layers()
     return adapter

@@ -154,7 +154,8 @@ def run_ours(args, work: Path, name: str, task_names: list[str], num_fewshot: in
     # the fixed batch size given.
     command = [sys.executable, "-m", "harness", "run", "--model", f"hf:{args.model_folder}", "--tasks",
                ",".join(task_names), "--batch-size", "auto", "--output", str(run_dir),
-               "--results-db", str(work / "results.sqlite")]  # a scratch store: the user's is left alone
+               "--results-db", str(work / "results.sqlite"),  # a scratch store: the user's is left alone
+               "--no-cache"]  # every response computed: a cached one would take no time
     command += ["--num-fewshot", str(num_fewshot)] if num_fewshot is not None else []
     command += ["--limit", str(args.limit)] if args.limit else []
     print(f"  ours:    {' '.join(command[1:])}", flush=True)

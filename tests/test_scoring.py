@@ -134,14 +134,16 @@ def test_auto_splits_a_batch_that_runs_out_of_memory(smollm2, monkeypatch):
         smollm2.loglikelihood(requests, batch_size=8)
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("heads,kv_heads,scale", [(6, 2, None), (4, 4, 0.3)])
-def test_shared_prefix_attention_equals_attention_over_the_whole(heads, kv_heads, scale):
+def test_shared_prefix_attention_equals_attention_over_the_whole(heads, kv_heads, scale, packed, monkeypatch):
     """Grouped-query (LLaMA) and plain multi-head with its own scale (GPT-2), against SDPA over the prefix's keys
-    copied to every row, with a causal mask over the new positions."""
+    copied to every row, with a causal mask over the new positions; with MKL's products and with the prefix packed
+    for oneDNN (SharedPrefixCache.packed)."""
     import torch
     import torch.nn.functional as F
 
-    from harness.models.llama import shared_prefix_attention
+    from harness.models.llama import KVCache, SharedPrefixCache, shared_prefix_attention
 
     generator = torch.Generator().manual_seed(0)
     batch, seq, prefix, dim = 3, 5, 7, 8
@@ -152,5 +154,10 @@ def test_shared_prefix_attention_equals_attention_over_the_whole(heads, kv_heads
                         for p, n in ((k_prefix, k), (v_prefix, v)))
     mask = torch.ones(seq, prefix + seq, dtype=torch.bool).tril(prefix)
     expected = F.scaled_dot_product_attention(q, whole_k, whole_v, attn_mask=mask, scale=scale)
-    got = shared_prefix_attention(q, k, v, k_prefix, v_prefix, scale)
+    monkeypatch.setenv("HARNESS_PACKED_LINEAR", "1" if packed else "0")
+    prefix_cache = KVCache(1)
+    prefix_cache.keys, prefix_cache.values = [k_prefix], [v_prefix]
+    packed_prefix = SharedPrefixCache(prefix_cache).packed(0)
+    assert (packed_prefix is not None) == packed
+    got = shared_prefix_attention(q, k, v, k_prefix, v_prefix, scale, packed=packed_prefix)
     assert (got - expected).abs().max() < 1e-5

@@ -105,7 +105,7 @@ class Attention(nn.Module):
         q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if isinstance(cache, SharedPrefixCache):
             out = shared_prefix_attention(q, k, v, cache.keys[self.layer_index], cache.values[self.layer_index],
-                                          self.scale)
+                                          self.scale, packed=cache.packed(self.layer_index))
             return self.c_proj(out.transpose(1, 2).reshape(batch, seq, width))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models import packed_linear
+
 
 @dataclass
 class LlamaConfig:
@@ -113,20 +115,39 @@ class KVCache:
 class SharedPrefixCache:
     """A batch that continues one shared prefix (harness/models/scoring.py): every row reads the prefix's keys and
     values, computed once with a batch of one, and they are never copied to each row. Attention over them is
-    shared_prefix_attention; the new positions' keys and values are not kept (nothing continues them)."""
+    shared_prefix_attention; the new positions' keys and values are not kept (nothing continues them).
+
+    On a CPU in fp32, each layer's prefix keys and values are also packed for oneDNN the first time a batch reads
+    them (packed_linear.py), so the products against the prefix run at oneDNN's speed rather than MKL's; the
+    scorer keeps one SharedPrefixCache per prefix, so the packing is done once for all its batches."""
 
     def __init__(self, prefix: KVCache):
         self.keys, self.values = prefix.keys, prefix.values
+        self._packed: dict[int, tuple[list, list] | None] = {}
 
     @property
     def length(self) -> int:
         return self.keys[0].shape[2]
 
+    def packed(self, layer: int) -> tuple[list, list] | None:
+        """Per key head: the prefix keys (prefix, head_dim) and values transposed (head_dim, prefix), packed as
+        linear weights; None where packed linear layers are off or do not apply."""
+        if layer not in self._packed:
+            k, v = self.keys[layer], self.values[layer]
+            if packed_linear.enabled() and k.device.type == "cpu" and k.dtype == torch.float32:
+                self._packed[layer] = ([packed_linear.pack(k[0, h]) for h in range(k.shape[1])],
+                                       [packed_linear.pack(v[0, h].T.contiguous()) for h in range(v.shape[1])])
+            else:
+                self._packed[layer] = None
+        return self._packed[layer]
+
 
 def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor,
-                            v_prefix: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+                            v_prefix: torch.Tensor, scale: float | None = None,
+                            packed: tuple[list, list] | None = None) -> torch.Tensor:
     """Causal attention of new positions q, k, v (batch, heads or kv heads, seq, head_dim), right-padded, after a
-    prefix whose keys and values (1, kv heads, prefix, head_dim) every row shares.
+    prefix whose keys and values (1, kv heads, prefix, head_dim) every row shares; `packed` holds them packed for
+    oneDNN (SharedPrefixCache.packed), to multiply by instead.
 
     The softmax runs over the prefix's keys and the row's own keys together, in two parts joined by their common
     maximum (the split softmax of flash-decoding and cascade inference). Against the prefix, all rows' queries for
@@ -136,20 +157,26 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     kv_heads = k.shape[1]
     group = heads // kv_heads
     scale = dim ** -0.5 if scale is None else scale
-    grouped = q.view(batch, kv_heads, group, seq, dim)
+    grouped = q.view(batch, kv_heads, group, seq, dim) * scale  # scaled here: q is far smaller than the scores
     rows = grouped.permute(1, 0, 2, 3, 4).reshape(kv_heads, batch * group * seq, dim)
-    on_prefix = torch.matmul(rows, k_prefix[0].transpose(-1, -2)) * scale  # (kv heads, rows, prefix)
-    on_own = torch.matmul(grouped, k[:, :, None].transpose(-1, -2)) * scale  # (batch, kv heads, group, seq, seq)
+    on_own = torch.matmul(grouped, k[:, :, None].transpose(-1, -2))  # (batch, kv heads, group, seq, seq)
     causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
-    on_own = on_own.masked_fill(~causal, float("-inf")).permute(1, 0, 2, 3, 4).reshape(kv_heads, -1, seq)
-    top = torch.maximum(on_prefix.amax(-1, keepdim=True), on_own.amax(-1, keepdim=True))
-    on_prefix = (on_prefix - top).exp_()
-    on_own = (on_own - top).exp_()
-    total = on_prefix.sum(-1, keepdim=True) + on_own.sum(-1, keepdim=True)
-    out = torch.matmul(on_prefix, v_prefix[0])  # (kv heads, rows, head_dim)
-    own_values = v.transpose(0, 1)  # (kv heads, batch, seq, head_dim)
-    out += torch.matmul(on_own.view(kv_heads, batch, group * seq, seq), own_values).view(kv_heads, -1, dim)
-    out /= total
+    on_own = on_own.masked_fill_(~causal, float("-inf")).permute(1, 0, 2, 3, 4).reshape(kv_heads, -1, seq)
+    own_values = v.transpose(0, 1).reshape(kv_heads, batch, seq, dim)
+    outputs = []
+    for h in range(kv_heads):  # one key head at a time: (rows, prefix) scores are the largest tensors here
+        if packed is None:
+            on_prefix = rows[h] @ k_prefix[0, h].T
+        else:
+            on_prefix = packed_linear.packed_linear(rows[h], packed[0][h], None)
+        top = torch.maximum(on_prefix.amax(-1, keepdim=True), on_own[h].amax(-1, keepdim=True))
+        on_prefix = on_prefix.sub_(top).exp_()
+        own = (on_own[h] - top).exp_()
+        total = on_prefix.sum(-1, keepdim=True) + own.sum(-1, keepdim=True)
+        out = on_prefix @ v_prefix[0, h] if packed is None else packed_linear.packed_linear(on_prefix, packed[1][h], None)
+        out += torch.matmul(own.view(batch, group * seq, seq), own_values[h]).view(-1, dim)
+        outputs.append(out / total)
+    out = torch.stack(outputs)  # (kv heads, rows, head_dim)
     return out.view(kv_heads, batch, group, seq, dim).permute(1, 0, 2, 3, 4).reshape(batch, heads, seq, dim)
 
 
@@ -200,7 +227,8 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if isinstance(cache, SharedPrefixCache):
-            out = shared_prefix_attention(q, k, v, cache.keys[self.layer_index], cache.values[self.layer_index])
+            out = shared_prefix_attention(q, k, v, cache.keys[self.layer_index], cache.values[self.layer_index],
+                                          packed=cache.packed(self.layer_index))
             return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)

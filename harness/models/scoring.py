@@ -50,6 +50,7 @@ class Prefix:
     length: int
     cache: Any
     hidden: torch.Tensor | None
+    shared: SharedPrefixCache | None = None  # what the prefix's batches read, made once (it packs the prefix)
 
 
 def common_prefix_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -200,7 +201,9 @@ class Scorer:
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         for row, tokens in enumerate(batch):  # right padding: it never changes a real position's logits
             ids[row, :len(tokens) - start] = torch.tensor(tokens[start:])
-        cache = SharedPrefixCache(prefix.cache) if prefix.cache is not None else None
+        if prefix.cache is not None and prefix.shared is None:
+            prefix.shared = SharedPrefixCache(prefix.cache)
+        cache = prefix.shared
         timed = (self.adapter.profiler.batch(self.kind, [len(t) - start for t in batch])
                  if self.adapter.profiler else nullcontext())
         with timed:

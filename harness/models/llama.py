@@ -162,7 +162,7 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     on_own = torch.matmul(grouped, k[:, :, None].transpose(-1, -2))  # (batch, kv heads, group, seq, seq)
     causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
     on_own = on_own.masked_fill_(~causal, float("-inf")).permute(1, 0, 2, 3, 4).reshape(kv_heads, -1, seq)
-    own_values = v.transpose(0, 1).reshape(kv_heads, batch, seq, dim)
+    own_values = v.transpose(0, 1)  # (kv heads, batch, seq, head_dim)
     outputs = []
     for h in range(kv_heads):  # one key head at a time: (rows, prefix) scores are the largest tensors here
         if packed is None:
@@ -173,7 +173,10 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         on_prefix = on_prefix.sub_(top).exp_()
         own = (on_own[h] - top).exp_()
         total = on_prefix.sum(-1, keepdim=True) + own.sum(-1, keepdim=True)
-        out = on_prefix @ v_prefix[0, h] if packed is None else packed_linear.packed_linear(on_prefix, packed[1][h], None)
+        if packed is None:
+            out = on_prefix @ v_prefix[0, h]
+        else:
+            out = packed_linear.packed_linear(on_prefix, packed[1][h], None)
         out += torch.matmul(own.view(batch, group * seq, seq), own_values[h]).view(-1, dim)
         outputs.append(out / total)
     out = torch.stack(outputs)  # (kv heads, rows, head_dim)

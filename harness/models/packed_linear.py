@@ -68,8 +68,9 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         if (x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != torch.float32
-                or weight.dtype != torch.float32 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+                or weight.dtype != torch.float32 or needs_graph):
             return F.linear(x, weight, self.bias)
         if self._packed_from != _weight_state(weight):
             self._repack()

@@ -60,7 +60,6 @@ class PackedLinear(nn.Linear):
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias  # the same Parameter objects
-        self._packed, self._packed_from = None, None
         self._repack()
 
     def _repack(self) -> None:

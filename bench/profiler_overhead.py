@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tasks  # noqa: E402
-from harness.evaluator import evaluate  # noqa: E402
+from harness.engine.evaluator import evaluate  # noqa: E402
 from harness.models.registry import load_model  # noqa: E402
-from harness.profiler import Profiler  # noqa: E402
+from harness.systems.profiler import Profiler  # noqa: E402
 
 
 def one_run(adapter, docs: int, profiled: bool) -> float:

@@ -221,8 +221,8 @@ def bench_generate(args, adapter, figures: dict) -> dict:
     from transformers import AutoModelForCausalLM
 
     from harness.models.registry import load_model
-    from harness.profile_sweep import text_windows
-    from harness.requests import GenerateRequest
+    from harness.commands.profile_sweep import text_windows
+    from harness.engine.requests import GenerateRequest
 
     # Ours takes text, transformers token ids: keep WikiText windows whose text re-encodes to exactly the same 128
     # tokens, so that both read identical prompts (and none needs padding).
@@ -279,7 +279,7 @@ def bench_generate(args, adapter, figures: dict) -> dict:
 
 
 def bench_flops(args, work: Path, adapter, figures: dict, prefill: tuple[str, float] | None) -> dict:
-    from harness.profile_sweep import matmul_rates
+    from harness.commands.profile_sweep import matmul_rates
 
     if prefill is None:  # no loglikelihood benchmark ran: run ours alone on MMLU for the figure
         prefill = ("mmlu", run_ours(args, work, "mmlu_flops", [f"mmlu_{s}" for s in SUBJECTS], 5)
@@ -317,7 +317,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--lmeval-worker":
         return lmeval_worker(sys.argv[2])
     sys.path.insert(0, str(REPO))
-    from harness.models.sources import harness_home
+    from harness.settings import harness_home
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated, from " + ",".join(BENCHMARKS))

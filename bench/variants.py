@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tasks  # noqa: E402
-from harness.evaluator import evaluate  # noqa: E402
+from harness.engine.evaluator import evaluate  # noqa: E402
 from harness.models.registry import load_model  # noqa: E402
 
 DEFAULT_VARIANTS = ["int8", "int4-g64", "int4-g32", "dynamic-int8", "moe-e8k2", "moe-e8k4", "moe-e8k6", "moe-e8k8"]

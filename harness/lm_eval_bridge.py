@@ -21,7 +21,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from harness.models.registry import load_model
-from harness.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default max_gen_toks
 

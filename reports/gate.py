@@ -1,4 +1,4 @@
-"""The regression gate's table: one row per metric and systems figure, with the verdict (harness/gate.py)."""
+"""The regression gate's table: one row per metric and systems figure, with the verdict (harness/gate/compare.py)."""
 
 from __future__ import annotations
 

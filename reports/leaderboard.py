@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.store import ResultsStore
+from harness.record.store import ResultsStore
 from reports.render import sort_key, templates
 
 # Suites: the task (or group) and metric of each column.

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.baseline import read_run
+from harness.record.run_folder import read_run
 from harness.errors import UserError
-from reports.systems import COLUMNS as SYSTEMS_COLUMNS
-from reports.systems import lookup, systems_frame
+from harness.record.tables import SYSTEMS_COLUMNS
+from harness.record.tables import lookup, systems_frame
 from tasks.glue import SPECS as GLUE_SPECS
 from tasks.mmlu import CATEGORIES as MMLU_CATEGORIES
 

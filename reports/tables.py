@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-COLUMNS = ["task", "metric", "value", "stderr", "n"]
-
-
-def results_frame(results: dict[str, dict]) -> pd.DataFrame:
-    rows = []
-    for task, values in results.items():
-        for metric, value in values.items():
-            if metric in ("n", "members", "aggregation") or metric.endswith("_stderr"):
-                continue
-            rows.append({"task": task, "metric": metric, "value": value,
-                         "stderr": values.get(metric + "_stderr"), "n": values["n"]})
-    return pd.DataFrame(rows, columns=COLUMNS)
-
+from harness.record.tables import RESULT_COLUMNS as COLUMNS
+from harness.record.tables import results_frame
 
 def print_results(results: dict[str, dict], title: str) -> None:
     """Prints the tasks, then the groups (as lm-eval does), so the headline numbers end up last on screen."""

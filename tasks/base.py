@@ -1,9 +1,9 @@
 """The task protocol: what a benchmark file provides to the engine.
 
-A task loads its documents, turns each into requests (harness.requests), turns the responses into per-sample
+A task loads its documents, turns each into requests (harness.engine.requests), turns the responses into per-sample
 scores, and names how each metric aggregates. It never sees the model or the evaluator.
 
-A context may be a `Prompt` (harness.prompts), so that the engine can apply a chat template when the user asks.
+A context may be a `Prompt` (harness.engine.prompts), so that the engine can apply a chat template when the user asks.
 
 Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr):
   "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.requests import Request
+from harness.engine.requests import Request
 
 DATA_DIR = Path(__file__).parent / "data"
 

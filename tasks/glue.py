@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import LoglikelihoodRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import LoglikelihoodRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 VERSION = "1.0"

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import GenerateRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import GenerateRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 VERSION = "3.0"  # lm-eval's gsm8k and gsm8k_cot versions whose definitions this reproduces

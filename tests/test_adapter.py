@@ -8,7 +8,7 @@ import torch
 from harness.models.adapter import rolling_windows
 from harness.models.reference import ReferenceAdapter
 from harness.models.transformers_peer import TransformersAdapter
-from harness.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
 from tests.tiny import make_tiny_llama_folder
 
 import tasks

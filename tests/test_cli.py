@@ -10,11 +10,11 @@ import pytest
 
 import tasks
 from harness.cli import main
-from harness.store import ResultsStore
+from harness.record.store import ResultsStore
 
 
 def harness(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
                           env=env)
 
 

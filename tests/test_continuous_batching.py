@@ -3,8 +3,8 @@ finish reasons whatever the batch size, greedy and sampled, and the profiler sti
 
 import pytest
 
-from harness.profiler import Profiler
-from harness.requests import GenerateRequest
+from harness.systems.profiler import Profiler
+from harness.engine.requests import GenerateRequest
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a land far away,", "def fibonacci(n):",
            "Question: What is 12 plus 7?\nAnswer:", "A list of fruits: apple, banana,",

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from harness.baseline import read_run
+from harness.record.run_folder import read_run
 
 COMMAND = ["-m", "harness", "run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy,gsm8k", "--limit", "3"]
 

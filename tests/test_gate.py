@@ -1,11 +1,12 @@
-"""The regression gate (harness/gate.py) on constructed runs: 1,000 documents of which a seeded 60 % are right."""
+"""The regression gate (harness/gate/compare.py) on constructed runs: 1,000 documents of which a seeded 60 % are right."""
 
 import json
 
 import numpy as np
 import pytest
 
-from harness import gate
+from harness.gate import compare as gate
+from harness.record.run_folder import read_run
 
 DOCUMENTS = 1000
 
@@ -170,4 +171,4 @@ def test_load_run_reads_a_run_folder(tmp_path):
     record, samples = make_run(correct_answers()[:5])
     (tmp_path / "results.json").write_text(json.dumps(record))
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    assert gate.load_run(tmp_path) == (record, samples)
+    assert read_run(tmp_path) == (record, samples)

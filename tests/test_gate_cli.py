@@ -23,7 +23,7 @@ def write_run(folder, correct, tokens_per_s=500.0):
 
 
 def gate(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", "gate", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness", "gate", *map(str, args)], capture_output=True,
                           text=True, timeout=120)
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from harness.models.adapter import _sample
-from harness.requests import GenerateRequest
+from harness.engine.requests import GenerateRequest
 
 PROMPTS = [
     "The capital of France is",

@@ -8,8 +8,8 @@ import pytest
 
 import tasks
 from harness.errors import UserError
-from harness.evaluator import aggregate_scores
-from harness.requests import LoglikelihoodResult
+from harness.engine.evaluator import aggregate_scores
+from harness.engine.requests import LoglikelihoodResult
 from harness.stats import f1, macro_average, mcc, pearson, spearman
 from tasks.base import TaskOptions
 

@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from harness.errors import UserError
-from harness.sandbox import Limits, Sandbox, runner_with_progress
+from harness.sandbox.process import Limits, Sandbox, runner_with_progress
 from tasks import TaskOptions, build
 from tasks.humaneval import STOP, HumanEval, pass_at_k, read_problems
 
 
 def harness(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

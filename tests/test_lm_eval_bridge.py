@@ -9,7 +9,7 @@ import lm_eval
 import pytest
 
 from harness.lm_eval_bridge import HarnessLM  # importing it registers the `harness` model
-from harness.baseline import read_run
+from harness.record.run_folder import read_run
 from harness.cli import main
 from tasks.base import DATA_DIR
 from tasks.mmlu import read_split

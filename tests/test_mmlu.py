@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import tasks
-from harness.evaluator import aggregate_scores
+from harness.engine.evaluator import aggregate_scores
 from tasks.base import Metric, TaskOptions
 from tasks.mmlu import CATEGORIES, SUBJECTS
 

@@ -6,8 +6,8 @@ import sys
 
 import pandas as pd
 
-from harness.profiler import Profiler
-from harness.requests import GenerateRequest, LoglikelihoodRequest
+from harness.systems.profiler import Profiler
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
 
 
 def test_counts_match_the_adapters_work(smollm2):
@@ -38,7 +38,7 @@ def test_counts_match_the_adapters_work(smollm2):
 
 def test_every_run_records_its_systems_figures(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--model", "smollm2-135m", "--tasks",
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "smollm2-135m", "--tasks",
                              "mmlu_anatomy,gsm8k", "--limit", "2", "--output", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -62,7 +62,7 @@ def test_profile_sweeps_batch_sizes_and_prompt_lengths(tmp_path, smollm2):
 
     tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2.folder)
     csv = tmp_path / "profile.csv"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "--model", f"hf:{tiny}",
+    result = subprocess.run([sys.executable, "-m", "harness", "profile", "--model", f"hf:{tiny}",
                              "--batch-sizes", "1,2", "--prompt-lengths", "8,16", "--new-tokens", "4",
                              "--repeats", "2", "--output", str(csv)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -71,7 +71,7 @@ def test_profile_sweeps_batch_sizes_and_prompt_lengths(tmp_path, smollm2):
     assert sorted(zip(frame.batch_size, frame.prompt_length)) == [(1, 8), (1, 16), (2, 8), (2, 16)]
     assert (frame.prefill_tokens_per_s > 0).all() and (frame.prefill_tokens_per_s_min <= frame.prefill_tokens_per_s).all()
     assert (frame.fraction_of_matmul_limit > 0).all()
-    too_long = subprocess.run([sys.executable, "-m", "harness.cli", "profile", "--model", f"hf:{tiny}",
+    too_long = subprocess.run([sys.executable, "-m", "harness", "profile", "--model", f"hf:{tiny}",
                                "--prompt-lengths", "60", "--new-tokens", "10", "--output", str(tmp_path / "x.csv")],
                               capture_output=True, text=True, timeout=300)
     assert too_long.returncode == 2 and "exceed the model's 64 positions" in too_long.stderr

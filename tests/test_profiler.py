@@ -13,8 +13,8 @@ import psutil
 import pytest
 import torch
 
-from harness.hardware import MemorySampler, NvmlSampler, hardware_context, not_available, open_nvml
-from harness.profiler import Profiler, device_synchronizer, flatten, percentiles
+from harness.systems.hardware import MemorySampler, NvmlSampler, hardware_context, not_available, open_nvml
+from harness.systems.profiler import Profiler, device_synchronizer, flatten, percentiles
 
 MS = 1_000_000  # nanoseconds
 

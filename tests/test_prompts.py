@@ -3,9 +3,9 @@ applies it."""
 
 from pathlib import Path
 
-from harness.evaluator import PromptFormat, render
-from harness.prompts import Prompt, delimit
-from harness.requests import GenerateRequest, LoglikelihoodRequest
+from harness.engine.evaluator import PromptFormat, render
+from harness.engine.prompts import Prompt, delimit
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
 
 import tasks
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import read_baseline, read_run, write_baseline
-from harness.cache import ResponseCache
+from harness.gate.baseline import read_baseline, write_baseline
+from harness.record.run_folder import read_run
+from harness.engine.cache import ResponseCache
 from harness.cli import main
 from harness.errors import UserError
 

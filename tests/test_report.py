@@ -16,7 +16,7 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output"  # kept for
 
 
 def harness(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
 

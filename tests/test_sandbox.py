@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.sandbox import Limits, Sandbox
+from harness.sandbox.process import Limits, Sandbox
 from tasks.humaneval import program, read_problems
 
 OUTSIDE = "/tmp/harness-sandbox-test-outside"  # must never be written by the programs
@@ -157,7 +157,7 @@ def test_the_battery_through_score_code(tmp_path, listener):
                                + "\n" for n in names))
     with open(KEEP, "w") as handle:
         handle.write("keep")
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "score-code", str(samples),
+    result = subprocess.run([sys.executable, "-m", "harness", "score-code", str(samples),
                              "--allow-code-execution"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"1 problems, {len(names)} samples" in result.stdout
@@ -215,7 +215,7 @@ def test_without_root_the_audit_hook_and_a_user_namespace_hold():
     """The same sandbox started by an unprivileged user (no own uids): the audit hook still refuses, and the
     network is cut by a user + network namespace where the kernel allows one."""
     script = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-              "from harness.sandbox import Limits, Sandbox\n"
+              "from harness.sandbox.process import Limits, Sandbox\n"
               "import json\n"
               "hooked = Sandbox(Limits(timeout_s=3.0), workers=2)\n"
               "bare = Sandbox(Limits(timeout_s=3.0), workers=1, audit_hook=False)\n"

@@ -7,7 +7,7 @@ import pytest
 
 from harness.models.reference import ReferenceAdapter
 from harness.models.scoring import MIN_SAVED_TOKENS, MIN_SHARED_STEP, batches, prefix_groups
-from harness.requests import LoglikelihoodRequest, RollingLoglikelihoodRequest
+from harness.engine.requests import LoglikelihoodRequest, RollingLoglikelihoodRequest
 from tests.tiny import make_tiny_llama_folder
 
 TOLERANCE = 1e-4  # fp32: a prefix's keys computed alone differ from the whole input's in the last bits
@@ -69,7 +69,7 @@ def test_rolling_loglikelihood_equals_the_plain_path(tiny_llama):
 def test_a_shared_prefix_is_computed_once(smollm2):
     """Counted through the profiler's batches: 60 inputs over two preambles cost two preamble passes plus the
     questions, not 60 preambles."""
-    from harness.profiler import Profiler
+    from harness.systems.profiler import Profiler
 
     requests = [r for r in few_shot_requests() if r.continuation in (" A", " B")]
     smollm2.profiler = Profiler(smollm2.device)

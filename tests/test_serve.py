@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from harness.baseline import read_run
+from harness.record.run_folder import read_run
 from harness.cli import main
 
 

@@ -7,7 +7,7 @@ import pytest
 from harness.errors import UserError
 from harness.models import sources
 from harness.models.registry import load_model, parse_spec
-from harness.requests import LoglikelihoodRequest
+from harness.engine.requests import LoglikelihoodRequest
 from tests.tiny import make_tiny_llama_folder
 
 

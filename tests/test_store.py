@@ -2,7 +2,7 @@
 
 import json
 
-from harness.store import ResultsStore
+from harness.record.store import ResultsStore
 
 
 def make_run(folder, created, acc, prompt_hash="aaaa", model="smollm2-135m"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.evaluator import aggregate_scores
+from harness.engine.evaluator import aggregate_scores
 from harness.toxicity import Detoxify, ProfanityCheck, ToxicityScorer, make_scorer
 from tasks import TaskOptions, build
 from tasks.base import DATA_DIR, read_jsonl

@@ -7,7 +7,7 @@ import pytest
 
 import tasks
 from harness.errors import UserError
-from harness.requests import LoglikelihoodResult
+from harness.engine.requests import LoglikelihoodResult
 from tasks.base import Doc, TaskOptions
 from tasks.truthfulqa import bleu, format_references, rouge, similarity_scores
 

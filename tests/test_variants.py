@@ -12,7 +12,7 @@ import torch
 
 from harness.errors import UserError
 from harness.models.registry import list_models, load_model
-from harness.requests import LoglikelihoodRequest
+from harness.engine.requests import LoglikelihoodRequest
 from tests.test_lora import save_peft_adapter, save_tiny_llama
 from tests.test_moe import save_random_hf_mixtral
 from tests.tiny import make_tiny_llama_folder
@@ -99,7 +99,7 @@ def test_quantized_variants_record_what_they_changed(tiny_llama, variant):
 def test_a_mismatched_lora_through_the_cli_is_one_line(tmp_path, tiny_llama):
     other = save_tiny_llama(tmp_path / "other")  # hidden size 48, not the tiny model's 32
     adapter_folder = save_peft_adapter(other, tmp_path / "adapter", target_modules=["q_proj"])
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--model",
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "--model",
                              f"hf:{tiny_llama}+lora={adapter_folder}", "--tasks", "wikitext", "--limit", "1",
                              "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

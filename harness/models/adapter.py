@@ -27,8 +27,8 @@ import torch
 
 from harness.errors import UserError
 from harness.models.checkpoint import fingerprint_files
-from harness.profiler import UNTIMED, Profiler
-from harness.requests import (
+from harness.systems.profiler import UNTIMED, Profiler
+from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
     LoglikelihoodResult,

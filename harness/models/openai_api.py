@@ -29,7 +29,7 @@ import torch
 
 from harness.errors import CapabilityMissing, UserError
 from harness.models.adapter import move_trailing_whitespace
-from harness.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
 
 RETRIES = 6
 BACKOFF_S = 0.5  # the first wait; it doubles each retry, with jitter, up to MAX_BACKOFF_S

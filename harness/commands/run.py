@@ -2,7 +2,7 @@
 interrupted one; `harness rerun RUN_DIR` runs a finished one again and checks that it gives the same scores.
 
 A run folder is made once the model has loaded, holding only run.json (the command). Responses go to the response
-cache (harness/cache.py) as they are computed, and the results are written at the end (harness/results.py). A run
+cache (harness/engine/cache.py) as they are computed, and the results are written at the end (harness/record/run_folder.py). A run
 killed at any point resumes from its folder with nothing stored recomputed; Ctrl-C stops it the same way and says
 how to resume. Bad input is refused before any folder is made.
 """
@@ -19,12 +19,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import distributed
+from harness.engine import distributed
 from harness.errors import UserError
 
 
 def make_sandbox(args):
-    from harness.sandbox import Limits, Sandbox
+    from harness.sandbox.process import Limits, Sandbox
 
     if args.code_timeout <= 0:
         raise UserError("--code-timeout must be more than 0 seconds")
@@ -34,7 +34,7 @@ def make_sandbox(args):
 def resumed_arguments(args, argv: list[str]):
     """The recorded command of the run in args.resume, to finish into that same folder."""
     from harness.cli import build_parser
-    from harness.results import INVOCATION
+    from harness.record.run_folder import INVOCATION
 
     folder = args.resume
     extra = [a for a in argv if a not in ("run", "--resume", str(folder), "--debug")]
@@ -60,15 +60,15 @@ def run_command(args, argv: list[str]) -> int:
 
     import tasks as task_registry
     from harness import __version__
-    from harness.cache import ResponseCache, model_key
-    from harness.evaluator import CacheUse, PromptFormat, evaluate
-    from harness.hardware import hardware_context
+    from harness.engine.cache import ResponseCache, model_key
+    from harness.engine.evaluator import CacheUse, PromptFormat, evaluate
+    from harness.systems.hardware import hardware_context
     from harness.models.adapter import MAX_BATCH_POSITIONS
     from harness.models.registry import load_model, parse_spec
-    from harness.profiler import Profiler
-    from harness.results import check_output_folder, environment, start_run, write_run
-    from harness.sandbox import runner_with_progress
-    from harness.store import ResultsStore
+    from harness.systems.profiler import Profiler
+    from harness.record.run_folder import check_output_folder, environment, start_run, write_run
+    from harness.sandbox.process import runner_with_progress
+    from harness.record.store import ResultsStore
     from harness.toxicity import make_scorer
     from tasks.base import TaskOptions, require_file
 
@@ -214,7 +214,7 @@ def report(args, record: dict, evaluation, cache) -> None:
 def rerun_command(args, argv: list[str]) -> int:
     """Runs a finished run's recorded command again, into a new folder and without the cache, and compares every
     sample's scores with the original's."""
-    from harness.baseline import read_run
+    from harness.record.run_folder import read_run
     from harness.cli import build_parser
 
     original, original_samples = read_run(args.run)

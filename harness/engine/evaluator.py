@@ -19,13 +19,14 @@ from typing import Any
 from tqdm import tqdm
 
 import tasks as task_registry
-from harness import cache as response_cache
-from harness import distributed, stats
-from harness.cache import ResponseCache
+from harness.engine import cache as response_cache
+from harness import stats
+from harness.engine import distributed
+from harness.engine.cache import ResponseCache
 from harness.errors import CapabilityMissing
 from harness.models.adapter import ModelAdapter
-from harness.prompts import Prompt
-from harness.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
+from harness.engine.prompts import Prompt
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
 from tasks.base import Doc, Task
 
 ADAPTER_METHODS = {
@@ -196,7 +197,7 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
     """Responses in request order. Each kind of request goes to its adapter method, one call per task and chunk
     (so that the profiler, when the adapter has one, can say what each task cost; results do not depend on
     batching). With `cache`, stored responses are reused and each chunk's new ones stored as it ends. Under
-    torchrun, each rank answers every N-th chunk and all answers are gathered (harness/distributed.py)."""
+    torchrun, each rank answers every N-th chunk and all answers are gathered (harness/engine/distributed.py)."""
     task_of = task_of or [""] * len(requests)
     by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, request in enumerate(requests):

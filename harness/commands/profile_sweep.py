@@ -2,7 +2,7 @@
 the user's own hardware (`harness profile --model smollm2-135m` beside `--model smollm2-135m:int8`).
 
 Each configuration (batch size B, prompt length L) generates `new_tokens` tokens for B prompts of exactly L tokens,
-greedily, `repeats` times after one untimed warm-up, under the profiler (harness/profiler.py). Prompts are
+greedily, `repeats` times after one untimed warm-up, under the profiler (harness/systems/profiler.py). Prompts are
 consecutive windows of the WikiText-2 test set's tokens: real text, the same for every model with the same
 tokenizer. A row reports the median over repeats and the spread (min and max) of prefill and decode tokens/s, TTFT
 and inter-token latency, and the process's peak RSS.
@@ -23,8 +23,8 @@ import torch
 
 from harness.errors import UserError
 from harness.models.adapter import ModelAdapter
-from harness.profiler import Profiler
-from harness.requests import GenerateRequest
+from harness.systems.profiler import Profiler
+from harness.engine.requests import GenerateRequest
 
 
 @dataclass

@@ -5,7 +5,7 @@ Each run gets:
   - a fresh temporary working directory, removed afterwards;
   - a scrubbed environment, stdin from /dev/null, stdout and stderr captured to files and truncated;
   - `python -I -S`: no user site, no site-packages, no PYTHON* variables;
-  - inside the child (harness/sandbox_child.py, which runs before any untrusted code): resource limits, a network
+  - inside the child (harness/sandbox/child.py, which runs before any untrusted code): resource limits, a network
     namespace where the kernel allows one, an unprivileged uid of its own when the harness runs as root, and an
     audit hook refusing process creation, signals, sockets, ctypes and writes outside the working directory.
 When the harness runs as root, each worker slot has its own uid, and every process left with that uid is killed
@@ -34,7 +34,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Callable
 
-CHILD_SOURCE = (Path(__file__).parent / "sandbox_child.py").read_text(encoding="utf-8")
+CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
 OUTPUT_KEPT = 2000  # characters of stdout and of stderr kept per run
 SCRUBBED_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 

@@ -21,7 +21,7 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from harness.requests import GenerateRequest
+from harness.engine.requests import GenerateRequest
 
 
 class CompletionBody(BaseModel):

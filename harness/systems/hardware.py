@@ -1,5 +1,5 @@
 """What the profiler samples and reports about the machine: process memory, the GPU through NVML, and the context
-(CPU, cores, torch, GPU name and driver). Split from harness/profiler.py, which times the work and owns the
+(CPU, cores, torch, GPU name and driver). Split from harness/systems/profiler.py, which times the work and owns the
 summary; see its docstring for the overhead design.
 
 Samplers poll on daemon threads, each writing only its own running count, sum and peak, read once its thread is

@@ -11,7 +11,7 @@ So a different model, variant, dtype or prompt never hits another's entries. FOR
 numbers may change, which leaves every older entry unreachable.
 
 The database is in WAL mode: a reader (another run, a test watching progress) never blocks the writer. The
-evaluator commits once per chunk of requests (harness/evaluator.py), so a run killed at any point keeps every
+evaluator commits once per chunk of requests (harness/engine/evaluator.py), so a run killed at any point keeps every
 chunk it finished, each whole, and loses at most the chunk in flight.
 
 It lives at $HARNESS_HOME/cache/responses.sqlite unless $HARNESS_CACHE_DB names another file.
@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, Request
 from harness.errors import UserError
-from harness.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, Request
+from harness.settings import response_cache_path
 
 FORMAT = "harness-responses/1"
 
@@ -40,12 +40,6 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (model, request)
 ) WITHOUT ROWID;
 """
-
-
-def default_path() -> Path:
-    from harness.models.sources import harness_home
-
-    return Path(os.environ.get("HARNESS_CACHE_DB") or harness_home() / "cache" / "responses.sqlite")
 
 
 def model_key(fingerprint: str, implementation: str, dtype: str, device: str, prompt_format: dict) -> str:
@@ -77,7 +71,7 @@ def decode(request: Request, stored: str) -> Any:
 
 class ResponseCache:
     def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else default_path()
+        self.path = Path(path) if path else response_cache_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.connection = sqlite3.connect(self.path, timeout=30)

@@ -36,8 +36,6 @@ with the reason.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,15 +56,6 @@ DEFAULT_MAX_DROP = {name: 0.1 for name in SYSTEMS_FIGURES}
 # What must be equal for speed and memory to be comparable (keys of results.json environment.hardware).
 HARDWARE_IDENTITY = ("cpu_model", "logical_cores", "usable_cores", "torch_threads", "device", "gpus")
 NUMERICAL_TOLERANCE = 1e-4
-
-
-def load_run(folder: str | Path) -> tuple[dict, list[dict]]:
-    """(results.json as a dict, samples.jsonl as a list of dicts) of a run folder."""
-    folder = Path(folder)
-    record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    with open(folder / "samples.jsonl", encoding="utf-8") as handle:
-        samples = [json.loads(line) for line in handle if line.strip()]
-    return record, samples
 
 
 def percentile_interval(differences: np.ndarray) -> list[float]:
@@ -235,7 +224,7 @@ def compare(baseline: tuple[dict, list[dict]], run: tuple[dict, list[dict]], alp
             max_drop: dict[str, float] | None = None, seed: int = 0) -> list[dict]:
     """Rows {"task", "metric", "baseline", "run", "difference", "interval", "p_value", "verdict", "reason", "test"}:
     one per (task, metric) of the baseline's tasks, then one per systems figure (task "run", metric "systems:...").
-    `baseline` and `run` are (record, samples) as load_run gives them; max_drop is per systems figure name."""
+    `baseline` and `run` are (record, samples) as harness.record.run_folder.read_run gives them; max_drop is per systems figure name."""
     max_drop = {**DEFAULT_MAX_DROP, **(max_drop or {})}
     rows = []
     baseline_tasks, run_tasks = baseline[0].get("tasks", {}), run[0].get("tasks", {})

@@ -13,7 +13,7 @@ asynchronously, and a clock read without it would time the queueing, not the wor
 host, but a generation step ends on the host anyway (the adapter moves the logits to the CPU to choose tokens).
 Clock and synchronize are injectable, so that tests drive exact times without a GPU.
 
-Memory and GPU (harness/hardware.py). Process RSS (psutil, and the kernel's peak from getrusage), torch's CUDA
+Memory and GPU (harness/systems/hardware.py). Process RSS (psutil, and the kernel's peak from getrusage), torch's CUDA
 peaks, and through NVML the device's memory used, utilisation and energy; for the run, not per task.
 
 Overhead. On the model's thread a batch reads the clock at each end, sums its rows' lengths and appends one record;
@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from harness.hardware import MemorySampler, NvmlSampler, is_not_available, not_available
+from harness.systems.hardware import MemorySampler, NvmlSampler, is_not_available, not_available
 
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 95, 99)) -> dict:
     """{"n", "mean", "p50", ...}. A percentile interpolates linearly between the closest ranks: for sorted values

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.sandbox import Sandbox, runner_with_progress
+from harness.sandbox.process import Sandbox, runner_with_progress
 from tasks.humaneval import KS, pass_at_k, program, read_problems
 
 

@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.argtypes import batch_size_or_auto, int_at_least, int_list, non_negative_float
+from harness.cli.argtypes import batch_size_or_auto, int_at_least, int_list, non_negative_float
 from harness.errors import UserError
 from harness.toxicity import SCORERS
 
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve_command(args)
         if args.command == "rerun":
-            from harness.run import rerun_command
+            from harness.commands.run import rerun_command
 
             return rerun_command(args, argv)
-        from harness.run import run_command
+        from harness.commands.run import run_command
 
         return run_command(args, argv)
     except UserError as error:
@@ -193,12 +193,12 @@ def list_command(what: str) -> int:
 
 
 def score_code_command(args) -> int:
-    from harness.score_code import score_code
+    from harness.commands.score_code import score_code
 
     if not args.allow_code_execution:
         raise UserError("score-code executes the completions it scores; rerun with --allow-code-execution to "
                         "allow it (each program runs in a sandboxed process with limits and no network)")
-    from harness.run import make_sandbox
+    from harness.commands.run import make_sandbox
 
     sandbox = make_sandbox(args)
     summary, results_path = score_code(args.samples, sandbox, args.output)
@@ -214,7 +214,7 @@ def score_code_command(args) -> int:
 
 def serve_command(args) -> int:
     from harness.models.registry import load_model, parse_spec
-    from harness.serve import serve
+    from harness.serving.server import serve
 
     if parse_spec(args.model).name == "openai":
         raise UserError("harness serve serves a local model; openai:MODEL@URL is already behind a server")
@@ -227,8 +227,9 @@ def serve_command(args) -> int:
 
 
 def gate_command(args) -> int:
-    from harness.baseline import read_baseline, read_run, write_baseline
-    from harness.gate import SYSTEMS_FIGURES, compare
+    from harness.gate.baseline import read_baseline, write_baseline
+    from harness.record.run_folder import read_run
+    from harness.gate.compare import SYSTEMS_FIGURES, compare
     from reports.gate import print_gate
 
     if args.update_baseline:
@@ -261,7 +262,7 @@ def report_command(args) -> int:
 
 
 def leaderboard_command(args) -> int:
-    from harness.store import ResultsStore
+    from harness.record.store import ResultsStore
     from reports.leaderboard import SUITES, leaderboard_frame, render
 
     if args.suite not in SUITES:
@@ -282,7 +283,7 @@ def profile_command(args) -> int:
     import pandas as pd
 
     from harness.models.registry import load_model, parse_spec
-    from harness.profile_sweep import add_flop_fractions, matmul_flops_per_s, sweep
+    from harness.commands.profile_sweep import add_flop_fractions, matmul_flops_per_s, sweep
     from reports.systems import print_sweep
 
     parse_spec(args.model)

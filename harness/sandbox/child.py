@@ -1,4 +1,4 @@
-"""The first code of a sandboxed process (see harness/sandbox.py), run as `python -I -S -c SOURCE`.
+"""The first code of a sandboxed process (see harness/sandbox/process.py), run as `python -I -S -c SOURCE`.
 
 It reads its job from stdin (JSON: the code parts, a nonce, the limits, the uid to become), then, before any
 untrusted code runs:

@@ -8,13 +8,12 @@ leaderboards/baselines/.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from harness.atomic import write_atomic
+from harness.record.atomic import write_atomic
 from harness.errors import UserError
-from harness.gate import load_run
+from harness.record.run_folder import read_run
 
 FORMAT = "harness-baseline/1"
 KEPT = ("created", "command", "model", "settings", "tasks", "results", "systems", "environment")
@@ -44,22 +43,3 @@ def read_baseline(path: Path) -> tuple[dict, list[dict]]:
     if not isinstance(baseline.get("record"), dict) or not isinstance(baseline.get("samples"), list):
         raise UserError(f"{path} is a damaged baseline: it lacks its record or samples")
     return baseline["record"], baseline["samples"]
-
-
-def read_run(folder: Path) -> tuple[dict, list[dict]]:
-    folder = Path(folder)
-    if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
-        raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
-    try:
-        record, samples = load_run(folder)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None
-    if not isinstance(record, dict) or "results" not in record:
-        raise UserError(f"{folder / 'results.json'} is not a run record")
-    # results.json, written last, vouches for the other files (runs from before it did so carry no "files").
-    for name, expected in record.get("files", {}).items():
-        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
-        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            raise UserError(f"{folder / name} is damaged or was changed after the run: {len(data)} bytes, not the "
-                            f"{expected['bytes']} its results.json records")
-    return record, samples

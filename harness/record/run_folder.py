@@ -6,6 +6,7 @@ few-shot ids, data sha256, batch policy, seed, package versions), so two runs ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -15,10 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.atomic import write_atomic
+from harness.record.atomic import write_atomic
 from harness.errors import UserError
-from reports.systems import systems_rows
-from reports.tables import results_frame
+from harness.record.tables import results_frame, systems_rows
 
 PACKAGES = ["harness", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"]
 
@@ -68,9 +68,9 @@ def start_run(folder: Path, invocation: dict) -> None:
 
 
 def write_run(folder: Path, record: dict, samples: list[dict]) -> Path:
-    """Writes samples.jsonl, results.csv and then results.json, each atomically (harness/atomic.py). results.json
+    """Writes samples.jsonl, results.csv and then results.json, each atomically (harness/record/atomic.py). results.json
     comes last and records the others' sizes and sha256, so a run folder with results.json is complete, and a
-    reader can tell a damaged or truncated samples.jsonl from a whole one (harness.baseline.read_run)."""
+    reader can tell a damaged or truncated samples.jsonl from a whole one (read_run, below)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"samples.jsonl": write_atomic(folder / "samples.jsonl", "".join(
@@ -81,3 +81,26 @@ def write_run(folder: Path, record: dict, samples: list[dict]) -> Path:
     files["results.csv"] = write_atomic(folder / "results.csv", frame.to_csv(index=False))
     write_atomic(folder / "results.json", json.dumps({**record, "files": files}, indent=2, ensure_ascii=False) + "\n")
     return folder
+
+
+def read_run(folder: Path) -> tuple[dict, list[dict]]:
+    """(results.json, samples.jsonl as a list) of a finished run folder; a missing, damaged or changed file is
+    refused with one line. The one reader of run folders: gate, report and rerun use it."""
+    folder = Path(folder)
+    if not (folder / "results.json").is_file() or not (folder / "samples.jsonl").is_file():
+        raise UserError(f"{folder} is not a run folder (it needs results.json and samples.jsonl)")
+    try:
+        record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        with open(folder / "samples.jsonl", encoding="utf-8") as handle:
+            samples = [json.loads(line) for line in handle if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{folder} holds a damaged results.json or samples.jsonl ({error})") from None
+    if not isinstance(record, dict) or "results" not in record:
+        raise UserError(f"{folder / 'results.json'} is not a run record")
+    # results.json, written last, vouches for the other files (runs from before it did so carry no "files").
+    for name, expected in record.get("files", {}).items():
+        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise UserError(f"{folder / name} is damaged or was changed after the run: {len(data)} bytes, not the "
+                            f"{expected['bytes']} its results.json records")
+    return record, samples

@@ -5,7 +5,7 @@ Three kinds, after lm-evaluation-harness's proven cut:
   - RollingLoglikelihoodRequest(text) -> float, the summed log-probability of every token of `text`
   - GenerateRequest(context, stop, max_tokens, temperature, top_p) -> str
 Each request is a frozen dataclass; its `key` (sha256 of its fields) names it in samples.jsonl and, later, in the
-response cache. Tasks may give a context as a `Prompt` (harness.prompts); the evaluator renders it to text, plain or
+response cache. Tasks may give a context as a `Prompt` (harness.engine.prompts); the evaluator renders it to text, plain or
 through the model's chat template, before the model sees it.
 """
 
@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from harness.prompts import Prompt
+from harness.engine.prompts import Prompt
 
 
 @dataclass(frozen=True)

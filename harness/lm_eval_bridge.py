@@ -73,7 +73,7 @@ class HarnessLM(LM):
 
 def cli() -> None:
     """lm-eval's command line, with the `harness` model registered."""
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate  # deferred: lm-eval's command line imports all its tasks
 
     cli_evaluate()
 

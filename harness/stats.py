@@ -36,7 +36,7 @@ def bits_per_byte(pairs: Sequence[tuple[float, float]]) -> float:
 
 def mcc(pairs: Sequence[tuple[int, int]]) -> float:
     """Matthews correlation of (gold, predicted) labels, as lm-eval computes it (scikit-learn)."""
-    from sklearn.metrics import matthews_corrcoef
+    from sklearn.metrics import matthews_corrcoef  # deferred: scikit-learn takes seconds to import
 
     gold, predicted = zip(*pairs)
     return float(matthews_corrcoef(gold, predicted))
@@ -44,7 +44,7 @@ def mcc(pairs: Sequence[tuple[int, int]]) -> float:
 
 def f1(pairs: Sequence[tuple[int, int]]) -> float:
     """F1 of the positive label 1 over (gold, predicted) labels, as lm-eval computes it (scikit-learn)."""
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score  # deferred: scikit-learn takes seconds to import
 
     gold, predicted = zip(*pairs)
     return float(f1_score(gold, predicted, zero_division=0.0))
@@ -52,7 +52,7 @@ def f1(pairs: Sequence[tuple[int, int]]) -> float:
 
 def pearson(pairs: Sequence[tuple[float, float]]) -> float:
     """Pearson correlation of (predicted, gold) values; NaN when either side is constant."""
-    from scipy.stats import pearsonr
+    from scipy.stats import pearsonr  # deferred: scipy.stats takes a second to import
 
     predicted, gold = np.asarray(pairs, dtype=np.float64).T
     with warnings.catch_warnings():
@@ -62,7 +62,7 @@ def pearson(pairs: Sequence[tuple[float, float]]) -> float:
 
 def spearman(pairs: Sequence[tuple[float, float]]) -> float:
     """Spearman rank correlation of (predicted, gold) values; NaN when either side is constant."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # deferred: scipy.stats takes a second to import
 
     predicted, gold = np.asarray(pairs, dtype=np.float64).T
     with warnings.catch_warnings():

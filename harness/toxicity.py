@@ -41,7 +41,7 @@ class ProfanityCheck(ToxicityScorer):
 
     def __init__(self):
         try:
-            import profanity_check
+            import profanity_check  # deferred: a scikit-learn pickle, loaded only to score toxicity
         except ImportError:
             raise UserError("the profanity-check scorer needs the package alt-profanity-check "
                             "(pip install alt-profanity-check)") from None
@@ -61,7 +61,7 @@ class Detoxify(ToxicityScorer):
         self.name = f"detoxify-{model_type}"
         self.model_type, self.checkpoint, self.config_dir = model_type, checkpoint, config_dir
         try:
-            from detoxify import Detoxify as DetoxifyModel
+            from detoxify import Detoxify as DetoxifyModel  # deferred: optional and heavy
         except ImportError:
             raise UserError(f"the {self.name} scorer needs the package detoxify (pip install detoxify)") from None
         if checkpoint is not None and not Path(checkpoint).is_file():

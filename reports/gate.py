@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.table import Table
+
 
 def number(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
 def print_gate(rows: list[dict], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for column in ("task", "metric", "baseline", "run", "difference", "interval", "p", "verdict"):
         table.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right")

@@ -23,21 +23,27 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def build(runs: list[report.Run], most_failures: int) -> dict:
-    """Every table and chart of the report, as frames (and SVG strings), before any rendering."""
+    """Every table and chart of the report, as frames (and SVG strings), before any rendering, with each table's
+    title: quality, then the breakdown tables the runs' tasks declared (in the order their first task ran), then
+    systems, and for several runs the comparison."""
     quality = [report.quality_frame(run) for run in runs]
-    tables = {
-        "quality": pd.concat(quality, ignore_index=True),
-        "mmlu": pd.concat([report.mmlu_frame(frame) for frame in quality], ignore_index=True),
-        "glue": pd.concat([report.glue_frame(frame) for frame in quality], ignore_index=True),
-        "systems": pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True),
-    }
+    declared = [report.breakdowns(run) for run in runs]
+    titles = dict(TITLES)
+    for of_run in declared:
+        for name, table in of_run.items():
+            titles.setdefault(name, table["title"])  # a table id the report names itself keeps its own title
+    tables = {"quality": pd.concat(quality, ignore_index=True)}
+    for name in dict.fromkeys(name for of_run in declared for name in of_run if name not in FIXED_TABLES):
+        tables[name] = pd.concat([report.breakdown_frame(frame, of_run[name])
+                                  for frame, of_run in zip(quality, declared) if name in of_run], ignore_index=True)
+    tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True)
     charts = []
     if len(runs) > 1:
         comparison = report.comparison_frame(runs)
         tables["comparison"] = comparison
         charts = comparison_charts(runs, comparison)
     return {"tables": {name: frame for name, frame in tables.items() if not frame.empty}, "charts": charts,
-            "failures": {run.label: report.failures(run, most_failures) for run in runs}}
+            "titles": titles, "failures": {run.label: report.failures(run, most_failures) for run in runs}}
 
 
 def comparison_charts(runs: list[report.Run], comparison: pd.DataFrame) -> list[dict]:
@@ -109,7 +115,8 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
         parts = [f"# Report: {', '.join(run.label for run in runs)}\n"]
         for name, frame in content["tables"].items():
             shown = frame.astype(object).where(frame.notna(), None)  # missing values as "—", not "nan"
-            parts.append(f"## {TITLES[name]}\n\n{shown.to_markdown(index=False, floatfmt='.6g', missingval='—')}\n")
+            parts.append(f"## {content['titles'][name]}\n\n"
+                         f"{shown.to_markdown(index=False, floatfmt='.6g', missingval='—')}\n")
         path.write_text("\n".join(parts), encoding="utf-8")
         written.append(path)
     if "html" in formats:
@@ -119,9 +126,10 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
     return written
 
 
+# The tables the report makes itself; the tasks' breakdown tables bring their own titles (Task.breakdown).
 TITLES = {"comparison": "Runs side by side", "quality": "Quality: every task and metric (95 % interval)",
-          "mmlu": "MMLU by subject and category", "glue": "GLUE by task", "systems": "Systems: throughput, "
-          "latency and batches"}
+          "systems": "Systems: throughput, latency and batches"}
+FIXED_TABLES = set(TITLES)
 
 
 def templates() -> jinja2.Environment:
@@ -131,8 +139,9 @@ def templates() -> jinja2.Environment:
 
 
 def render_html(runs: list[report.Run], content: dict) -> str:
-    order = ["comparison", "quality", "mmlu", "glue", "systems"]
-    tables = [{"id": name, "title": TITLES[name], **html_table(content["tables"][name])}
+    breakdown_tables = [name for name in content["tables"] if name not in FIXED_TABLES]
+    order = ["comparison", "quality", *breakdown_tables, "systems"]
+    tables = [{"id": name, "title": content["titles"][name], **html_table(content["tables"][name])}
               for name in order if name in content["tables"]]
     settings = [{"label": run.label, "folder": str(run.folder), "command": run.record.get("command", ""),
                  "created": run.record.get("created", ""),

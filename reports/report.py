@@ -1,8 +1,9 @@
 """The tables of `harness report`: what one or more run folders measured, as pandas frames.
 
 quality: every task and group, metric, value, stderr and a 95 % interval.
-mmlu: each MMLU subject with its category (lm-eval's four categories).
-glue: each GLUE task.
+breakdowns: the tables that tasks declare for themselves (Task.breakdown, kept in the run record's task entry),
+  such as "mmlu" (each MMLU subject with its category) and "glue" (each GLUE task). They are built from the record
+  alone, so that reports never import a task; a run recorded before tasks declared them has none.
 systems: each run's throughput, latency percentiles, batches and memory, per task and for the run.
 comparison: one row per run (model, variant, bytes, headline quality, tokens/s, p95 latency, peak memory), for
   comparing models and variants side by side.
@@ -24,13 +25,8 @@ from harness.record.run_folder import read_run
 from harness.errors import UserError
 from harness.record.tables import SYSTEMS_COLUMNS
 from harness.record.tables import lookup, systems_frame
-from tasks.glue import SPECS as GLUE_SPECS
-from tasks.mmlu import CATEGORIES as MMLU_CATEGORIES
 
 Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
-GLUE_TASKS = [*GLUE_SPECS, "stsb"]
-MMLU_CATEGORY = {f"mmlu_{subject}": category for category, subjects in MMLU_CATEGORIES.items()
-                 for subject in subjects}
 
 
 @dataclass
@@ -89,17 +85,29 @@ def quality_frame(run: Run) -> pd.DataFrame:
                                        "ci95_high", "n", "higher_is_better"])
 
 
-def mmlu_frame(quality: pd.DataFrame) -> pd.DataFrame:
-    """From a run's quality_frame."""
-    subjects = quality[quality["task"].isin(MMLU_CATEGORY) & (quality["metric"] == "acc")].copy()
-    subjects.insert(2, "category", subjects["task"].map(MMLU_CATEGORY))
-    subjects.insert(3, "subject", subjects["task"].str.removeprefix("mmlu_"))
-    return subjects.drop(columns=["kind", "headline", "higher_is_better"]).sort_values(["category", "subject"])
+def breakdowns(run: Run) -> dict[str, dict]:
+    """The breakdown tables the run's tasks declared: {table id: {"title", "tasks": {task: its declaration}}}, in
+    the order the tasks ran."""
+    tables: dict[str, dict] = {}
+    for task, description in run.record.get("tasks", {}).items():
+        declared = description.get("breakdown")
+        if declared:
+            table = tables.setdefault(declared["table"], {"title": declared["title"], "tasks": {}})
+            table["tasks"][task] = declared
+    return tables
 
 
-def glue_frame(quality: pd.DataFrame) -> pd.DataFrame:
-    """From a run's quality_frame."""
-    return quality[quality["task"].isin(GLUE_TASKS)].drop(columns=["kind", "headline", "higher_is_better"])
+def breakdown_frame(quality: pd.DataFrame, table: dict) -> pd.DataFrame:
+    """One breakdown table of a run, from its quality_frame: each declared task's rows of the declared metrics,
+    with the table's own columns (category, subject, ...) after the task, and rows sorted by them."""
+    declared = table["tasks"]
+    rows = quality[[task in declared and metric in declared[task]["metrics"]
+                    for task, metric in zip(quality["task"], quality["metric"])]].copy()
+    columns = list(dict.fromkeys(name for entry in declared.values() for name in entry["columns"]))
+    for position, name in enumerate(columns, start=2):
+        rows.insert(position, name, [declared[task]["columns"].get(name) for task in rows["task"]])
+    rows = rows.drop(columns=["kind", "headline", "higher_is_better"])
+    return rows.sort_values(columns, kind="stable") if columns else rows
 
 
 def run_systems_frame(run: Run) -> pd.DataFrame:

@@ -4,21 +4,28 @@ and energy, from the profiler's summary (harness/systems/profiler.py). A value t
 from __future__ import annotations
 
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
 from harness.record.tables import SYSTEMS_COLUMNS as COLUMNS
-from harness.record.tables import lookup, systems_frame
+from harness.record.tables import systems_frame
+
+# Past this many tasks the per-task rows are left to results.csv: the run's row is what a reader looks for first.
+MAX_PRINTED_TASKS = 12
 
 
 def print_systems(systems: dict, hardware: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     frame = systems_frame(systems)
+    tasks = len(frame) - 1
+    if tasks > MAX_PRINTED_TASKS:
+        frame = frame[frame["scope"] == "run"]
     peak = systems["memory"].get("peak_rss_bytes")
     memory = f"peak RSS {peak / 2**20:.0f} MiB" if isinstance(peak, int) else "peak RSS n/a"
     table = Table(title=f"systems ({hardware}; {memory})")
+    if tasks > MAX_PRINTED_TASKS:
+        table.caption = f"the run as a whole; each of its {tasks} tasks: results.csv (systems:* rows)"
     shown = [(column, scale, fmt) for column, _, scale, fmt, printed in COLUMNS if printed]
-    table.add_column("task", justify="left")
+    table.add_column("task", justify="left", no_wrap=True)
     for column, _, _ in shown:
         table.add_column(column, justify="right")
     for record in frame.to_dict("records"):
@@ -30,9 +37,6 @@ def print_systems(systems: dict, hardware: str) -> None:
 
 def print_sweep(rows: list[dict], title: str) -> None:
     """`harness profile`'s table: one row per batch size and prompt length, medians with their spread."""
-    from rich.console import Console
-    from rich.table import Table
-
     def cell(row: dict, metric: str, scale: float, fmt: str) -> str:
         if row.get(metric) is None:
             return "n/a"

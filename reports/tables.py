@@ -1,35 +1,75 @@
-"""The results table: one row per task (or group) and metric."""
+"""The results on the terminal: the headline rows first (tasks and groups that belong to no group), then groups
+inside groups (MMLU's categories), then the tasks inside groups compactly, several to a line (57 MMLU subjects fit
+on a screen), with names never cut."""
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
+from rich.columns import Columns
+from rich.console import Console
+from rich.table import Table
 
 from harness.record.tables import RESULT_COLUMNS as COLUMNS
 from harness.record.tables import results_frame
 
-def print_results(results: dict[str, dict], title: str) -> None:
-    """Prints the tasks, then the groups (as lm-eval does), so the headline numbers end up last on screen."""
-    from rich.console import Console
-
-    console = Console()
-    tasks = {name: values for name, values in results.items() if "members" not in values}
-    groups = {name: values for name, values in results.items() if "members" in values}
-    console.print(_rich_table(results_frame(tasks), title))
-    if groups:
-        kinds = {values.get("aggregation", "pooled") for values in groups.values()}
-        captions = {"pooled": "pooled groups weigh each task by its size",
-                    "macro": "glue is the mean of its tasks' scores"}
-        title = "groups (" + "; ".join(captions[k] for k in sorted(kinds)) + ")"
-        console.print(_rich_table(results_frame(groups), title))
+CAPTIONS = {"pooled": "pooled groups weigh each task by its size", "macro": "glue is the mean of its tasks' scores"}
 
 
-def _rich_table(frame: pd.DataFrame, title: str):
-    from rich.table import Table
+def print_results(results: dict[str, dict], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    members = {member for values in results.values() for member in values.get("members", [])}
+    headline = {name: values for name, values in results.items() if name not in members}
+    inner_groups = {name: values for name, values in results.items() if name in members and "members" in values}
+    console.print(_rich_table(results_frame(headline), title, _caption(headline)))
+    if inner_groups:
+        console.print(_rich_table(results_frame(inner_groups), "groups within groups", _caption(inner_groups)))
+    for group, tasks in _tasks_by_smallest_group(results).items():
+        console.print(_compact(group, {name: results[name] for name in tasks}))
 
-    table = Table(title=title)
+
+def _tasks_by_smallest_group(results: dict[str, dict]) -> dict[str, list[str]]:
+    """Each task that belongs to a group, listed once: under the smallest group holding it (an MMLU subject under
+    its category, not again under mmlu)."""
+    groups = sorted((name for name, values in results.items() if "members" in values),
+                    key=lambda name: len(results[name]["members"]))
+    placed: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for group in groups:
+        for task in results[group]["members"]:
+            if task in results and "members" not in results[task] and task not in seen:
+                placed.setdefault(group, []).append(task)
+                seen.add(task)
+    return {group: placed[group] for group in results if group in placed}
+
+
+def _caption(results: dict[str, dict]) -> str | None:
+    kinds = sorted({values.get("aggregation", "pooled") for values in results.values() if "members" in values})
+    return "; ".join(CAPTIONS.get(kind, kind) for kind in kinds) or None
+
+
+def _rich_table(frame: pd.DataFrame, title: str, caption: str | None) -> Table:
+    table = Table(title=title, caption=caption)
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right",
+                         no_wrap=column == "task")
     for row in frame.itertuples(index=False):
         stderr = "n/a" if pd.isna(row.stderr) else f"{row.stderr:.4f}"
         table.add_row(row.task, row.metric, f"{row.value:.4f}", stderr, str(row.n))
     return table
+
+
+def _compact(group: str, tasks: dict[str, dict]) -> Columns:
+    """Each task of a group as `name value±stderr` (names without the prefix they share), as many to a line as the
+    terminal holds."""
+    frame = results_frame(tasks)
+    prefix = os.path.commonprefix(list(tasks)) if len(tasks) > 1 else ""
+    prefix = prefix[:prefix.rfind("_") + 1]  # whole words only: mmlu_, not mmlu_high_school_m
+    cells = []
+    for row in frame.itertuples(index=False):
+        stderr = "" if pd.isna(row.stderr) else f"±{row.stderr:.2f}"
+        metric = f" {row.metric}" if frame["metric"].nunique() > 1 else ""
+        cells.append(f"{row.task.removeprefix(prefix)}{metric} {row.value:.3f}{stderr}")
+    metrics = ", ".join(frame["metric"].unique())
+    return Columns(cells, title=f"{group}: its {len(tasks)} tasks ({prefix}..., {metrics})", padding=(0, 2))

@@ -34,13 +34,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.errors import UserError
 from harness.engine.prompts import Prompt
 from harness.engine.requests import LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, read_jsonl
+from tasks.scoring import argmax_choice, relative_likelihoods
 
 VERSION = "1.0"
 HUB_DATASET = "nyu-mll/glue"
+LIST_ORDER = 2  # after MMLU in `harness list tasks`
+GROUP_AGGREGATION = {"glue": "macro"}  # the GLUE score: the plain mean of the task scores
 
 
 def mnli_text(doc: dict) -> str:
@@ -93,7 +97,7 @@ STSB_RATINGS = ("0", "1", "2", "3", "4", "5")
 def load_unshipped(task: str, config: str, split: str, data_dir: Path | None) -> tuple[list[dict], list[Path]]:
     """Rows of a split that is not shipped: from --data-dir (the Hub repository's layout, or JSON Lines), or else
     from the Hugging Face Hub. Returns the rows and the local files they came from."""
-    import datasets
+    import datasets  # here: a second to import, and only MNLI and QQP need it
 
     if data_dir is not None:
         folder = Path(data_dir) / config
@@ -106,7 +110,7 @@ def load_unshipped(task: str, config: str, split: str, data_dir: Path | None) ->
         rows = datasets.load_dataset("parquet" if parquet else "json", data_files={split: [str(f) for f in files]},
                                      split=split)
         return list(rows), files
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi, constants  # here: only the Hub path needs it
 
     try:
         if not constants.HF_HUB_OFFLINE:  # one quick request first: the datasets library retries for half a minute
@@ -153,8 +157,7 @@ class GlueTask(Task):
         return self.spec.choices
 
     def score(self, doc: Doc, responses) -> dict[str, Any]:
-        logprobs = [r.logprob for r in responses]
-        predicted, gold = int(np.argmax(logprobs)), int(doc.fields["label"])
+        predicted, gold = argmax_choice(responses), int(doc.fields["label"])
         values = {"acc": float(predicted == gold), "mcc": (gold, predicted), "f1": (gold, predicted)}
         return {m.name: values[m.name] for m in self.metrics}
 
@@ -173,10 +176,8 @@ class GlueTask(Task):
             return [self._path()]
         return self._unshipped[1] if self._unshipped else []
 
-    def prompt_template(self) -> str:
-        fields = ("sentence", "sentence1", "sentence2", "question", "premise", "hypothesis", "question1", "question2")
-        example = {key: "{" + key + "}" for key in fields}
-        return self.spec.text(example) + "|" + "|".join(" " + c for c in self.choices())
+    def breakdown(self) -> dict:
+        return {"table": "glue", "title": "GLUE by task", "metrics": [m.name for m in self.metrics], "columns": {}}
 
 
 @dataclass
@@ -189,8 +190,7 @@ class STSB(GlueTask):
         return STSB_RATINGS
 
     def score(self, doc: Doc, responses) -> dict[str, Any]:
-        logprobs = np.array([r.logprob for r in responses], dtype=np.float64)
-        probs = np.exp(logprobs - logprobs.max())
+        probs = relative_likelihoods(responses)
         probs /= probs.sum()
         predicted = float(probs @ np.arange(len(STSB_RATINGS)))
         gold = float(doc.fields["label"])

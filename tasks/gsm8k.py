@@ -19,44 +19,32 @@ Before comparing, both sides drop ",", "$", everything up to "#### ", a trailing
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, read_jsonl
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, read_jsonl
+from tasks.scoring import exact_match as lm_eval_exact_match
+from tasks.scoring import regex_extract
 
 VERSION = "3.0"  # lm-eval's gsm8k and gsm8k_cot versions whose definitions this reproduces
+LIST_ORDER = 3  # after GLUE in `harness list tasks`
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed, and ours: the run's --seed defaults to it
 MAX_NEW_TOKENS = 256  # lm-eval's default max_gen_toks
-FALLBACK = "[invalid]"
+STRICT_PATTERN = r"#### (\-?[0-9\.\,]+)"
+STRICT_PATTERN_COT = r"The answer is (\-?[0-9\.\,]+)."
 FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
 IGNORED = [",", r"\$", r"(?s).*#### ", r"\.$"]
 
 
-def extract(pattern: str, text: str, group_select: int) -> str:
-    """lm-eval's regex filter: the chosen match of `pattern` (for several groups, the first non-empty one)."""
-    matches = re.findall(pattern, text)
-    if not matches:
-        return FALLBACK
-    match = matches[group_select]
-    if isinstance(match, tuple):
-        match = next((group for group in match if group), FALLBACK)
-    return match.strip()
-
-
-def normalize(text: str) -> str:
-    for pattern in IGNORED:
-        text = re.sub(pattern, "", text)
-    return text.lower()
-
-
 def exact_match(answer: str, reference: str) -> float:
-    return float(normalize(answer) == normalize(reference))
+    """lm-eval's exact_match with gsm8k.yaml's options: case and the IGNORED patterns do not count."""
+    return lm_eval_exact_match(answer, reference, regexes_to_ignore=IGNORED, ignore_case=True)
 
 
 @dataclass
@@ -108,9 +96,8 @@ class GSM8K(Task):
 
     def score(self, doc: Doc, responses: list[str]) -> dict[str, Any]:
         response, reference = responses[0], self.target(doc)
-        strict_pattern = r"The answer is (\-?[0-9\.\,]+)." if self.chain_of_thought else r"#### (\-?[0-9\.\,]+)"
-        strict = extract(strict_pattern, response, 0)
-        flexible = extract(FLEXIBLE_PATTERN, response, -1)
+        strict = regex_extract(STRICT_PATTERN_COT if self.chain_of_thought else STRICT_PATTERN, response, 0)
+        flexible = regex_extract(FLEXIBLE_PATTERN, response, -1)
         return {"exact_match,strict-match": exact_match(strict, reference),
                 "exact_match,flexible-extract": exact_match(flexible, reference),
                 "extracted": {"strict-match": strict, "flexible-extract": flexible}}
@@ -128,13 +115,6 @@ class GSM8K(Task):
             return [f"cot_exemplars:{i}" for i in range(self.num_fewshot)]
         return [f"train: random.Random({self.fewshot_seed}).sample(train, {self.num_fewshot}) per test document, "
                 "in document order (lm-eval's default sampler)"] if self.num_fewshot else []
-
-    def prompt_template(self) -> str:
-        if self.chain_of_thought:
-            template = "Q: {question}\\nA:| {answer}\\n\\n|stop Q:|strict The answer is N."
-        else:
-            template = "Question: {question}\\nAnswer:| {answer}\\n\\n|stop Question:|strict #### N"
-        return template + "|flexible " + FLEXIBLE_PATTERN
 
 
 def register(tasks: dict, groups: dict) -> None:

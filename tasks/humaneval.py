@@ -27,16 +27,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.errors import UserError
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, require_file
 
 DATA_FILE = DATA_DIR / "humaneval" / "HumanEval.jsonl.gz"
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 MAX_NEW_TOKENS = 1024  # lm-eval's max_gen_toks for humaneval
 SAMPLING_TOP_P = 0.95
 KS = (1, 10, 100)
+LIST_ORDER = 6  # after WikiText in `harness list tasks`
 
 # A runner takes programs (each a list of code parts run in order) and returns one outcome dict per program,
 # with at least "status" and "passed" (see harness/sandbox/process.py).
@@ -119,9 +121,6 @@ class HumanEval(Task):
 
     def data_files(self) -> list[Path]:
         return [DATA_FILE]
-
-    def prompt_template(self) -> str:
-        return "{prompt}|stop " + "|".join(STOP).replace("\n", "\\n") + f"|max {MAX_NEW_TOKENS}"
 
     def settings(self) -> dict[str, Any]:
         return {"samples": self.samples, "temperature": self.temperature,

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from harness.errors import UserError
 from harness.engine.prompts import Prompt
 from harness.engine.requests import LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, require_file
+from tasks.scoring import argmax_choice
 
 LETTERS = ["A", "B", "C", "D"]
 VERSION = "1.0"  # lm-eval's mmlu subtask version whose prompt this reproduces
+LIST_ORDER = 1  # first in `harness list tasks`
 
 # Subject categories as lm-eval's mmlu group defines them (tasks/mmlu/default/*.yaml, `tag`).
 CATEGORIES = {
@@ -44,6 +47,7 @@ CATEGORIES = {
         medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology""".split(),
 }
 SUBJECTS = sorted(s for subjects in CATEGORIES.values() for s in subjects)
+CATEGORY_OF = {subject: category for category, subjects in CATEGORIES.items() for subject in subjects}
 
 
 def read_split(path: Path) -> list[dict]:
@@ -108,8 +112,7 @@ class MMLUSubject(Task):
         return [LoglikelihoodRequest(context, " " + letter) for letter in LETTERS]
 
     def score(self, doc: Doc, responses) -> dict:
-        logprobs = [r.logprob for r in responses]
-        return {"acc": float(logprobs.index(max(logprobs)) == doc.fields["answer"])}
+        return {"acc": float(argmax_choice(responses) == doc.fields["answer"])}
 
     def target(self, doc: Doc) -> str:
         return LETTERS[doc.fields["answer"]]
@@ -120,9 +123,9 @@ class MMLUSubject(Task):
     def fewshot_ids(self) -> list[str]:
         return [f"dev:{i}" for i in range(self.num_fewshot)]
 
-    def prompt_template(self) -> str:
-        return ("The following are multiple choice questions (with answers) about {subject}.\\n\\n"
-                "{question.strip()}\\nA. {c0}\\nB. {c1}\\nC. {c2}\\nD. {c3}\\nAnswer:| {letter}\\n\\n|[ A, B, C, D]")
+    def breakdown(self) -> dict:
+        return {"table": "mmlu", "title": "MMLU by subject and category", "metrics": ["acc"],
+                "columns": {"category": CATEGORY_OF[self.subject], "subject": self.subject}}
 
 
 def register(tasks: dict, groups: dict) -> None:

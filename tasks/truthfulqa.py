@@ -29,10 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import UserError
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, require_file
+from tasks.scoring import argmax_choice, relative_likelihoods
+
+LIST_ORDER = 4  # after GSM8K in `harness list tasks`
+GROUP_AGGREGATION = {"truthfulqa": "none"}  # mc1, mc2 and gen measure different things: no pooled row
 
 QA_PREAMBLE = (
     "Q: What is human life expectancy in the United States?\n"
@@ -85,11 +90,10 @@ class TruthfulQAMultipleChoice(Task):
         return [LoglikelihoodRequest(context, " " + choice) for choice in doc.fields["choices"]]
 
     def score(self, doc: Doc, responses) -> dict[str, Any]:
-        logprobs = np.array([r.logprob for r in responses], dtype=np.float64)
         labels = np.array(doc.fields["labels"])
         if self.targets == "mc1_targets":
-            return {"acc": float(labels[int(np.argmax(logprobs))] == 1)}
-        probs = np.exp(logprobs - logprobs.max())  # the shift cancels in the normalization
+            return {"acc": float(labels[argmax_choice(responses)] == 1)}
+        probs = relative_likelihoods(responses)  # their common factor cancels in the normalization
         return {"acc": float(probs[labels == 1].sum() / probs.sum())}
 
     def target(self, doc: Doc) -> Any:
@@ -97,9 +101,6 @@ class TruthfulQAMultipleChoice(Task):
 
     def data_files(self) -> list[Path]:
         return [MC_FILE]
-
-    def prompt_template(self) -> str:
-        return QA_PREAMBLE + "\\n\\nQ: {question}\\nA:| {choice}|" + self.targets
 
 
 def format_references(answers: list[str]) -> list[str]:
@@ -109,7 +110,7 @@ def format_references(answers: list[str]) -> list[str]:
 
 
 def bleu(reference: str, answer: str) -> float:
-    import sacrebleu
+    import sacrebleu  # here: only truthfulqa_gen scores BLEU
 
     # T5's settings, as lm-eval uses them.
     return sacrebleu.corpus_bleu([answer], [[reference]], smooth_method="exp", smooth_value=0.0, force=False,
@@ -123,7 +124,7 @@ def rouge(reference: str, answer: str) -> dict[str, float]:
     """ROUGE F-measures x 100. Sentences are split at " . " for ROUGE-Lsum, as lm-eval does."""
     global _rouge_scorer
     if _rouge_scorer is None:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # here: only truthfulqa_gen scores ROUGE (1.7 s to import, with nltk)
 
         _rouge_scorer = rouge_scorer.RougeScorer(ROUGE_TYPES)
     scores = _rouge_scorer.score(reference.replace(" . ", ".\n"), answer.replace(" . ", ".\n"))
@@ -176,9 +177,6 @@ class TruthfulQAGeneration(Task):
 
     def data_files(self) -> list[Path]:
         return [CSV_FILE]
-
-    def prompt_template(self) -> str:
-        return QA_PREAMBLE + "\\n\\nQ: {question}|stop \\n\\n|bleu intl exp|rouge1 rouge2 rougeLsum"
 
 
 def register(tasks: dict, groups: dict) -> None:

@@ -18,9 +18,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UserError
 from harness.engine.requests import RollingLoglikelihoodRequest
-from tasks.base import DATA_DIR, Doc, Metric, Task, require_file
+from harness.engine.task import Doc, Metric, Task
+from harness.errors import UserError
+from tasks.base import DATA_DIR, require_file
+
+LIST_ORDER = 5  # after TruthfulQA in `harness list tasks`
 
 # lm-eval 0.4.x's wikitext detokenizer (tasks/wikitext/preprocess_wikitext.py), as data: applied in this order,
 # ("str", a, b) replaces text a with b, ("re", pattern, replacement) substitutes a regular expression.
@@ -115,9 +118,6 @@ class WikiText(Task):
 
     def data_files(self) -> list[Path]:
         return [self.path]
-
-    def prompt_template(self) -> str:
-        return "rolling loglikelihood of detokenize(page); " + repr(DETOKENIZER_RULES)
 
 
 def register(tasks: dict, groups: dict) -> None:

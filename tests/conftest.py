@@ -13,6 +13,15 @@ def smollm2():
     return load_model("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def smollm2_folder():
+    """The converted model's folder (tokenizer, config, weights) without loading the model, for tests that need only
+    its files (the tiny models of tests/tiny.py borrow its tokenizer)."""
+    from harness.models.sources import smollm2_folder
+
+    return smollm2_folder()
+
+
 # Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
 # store, not in the user's $HARNESS_HOME/results.sqlite.
 _SCRATCH = tempfile.mkdtemp(prefix="harness-tests-")
@@ -26,3 +35,25 @@ def scratch_response_cache(tmp_path, monkeypatch):
     """Each test gets an empty response cache: a response cached by another test would skip the model (and the
     profiler) in this one. Subprocesses inherit the variable."""
     monkeypatch.setenv("HARNESS_CACHE_DB", str(tmp_path / "responses.sqlite"))
+
+
+@pytest.fixture
+def runs_share_smollm2(smollm2, monkeypatch):
+    """In-process `harness run --model smollm2-135m` (cpu, float32) evaluates the session's model instead of loading
+    its own copy (seconds each, more on a busy machine); every other spec loads as usual. The run's profiler is put
+    on the model for the run and taken off afterwards, so later tests find the model as they left it."""
+    import harness.commands.run
+    from harness.models import registry
+
+    load, given = registry.load_model, smollm2.profiler
+
+    def shared(text, device="cpu", dtype="float32", **options):
+        if (text, device, dtype) != ("smollm2-135m", "cpu", "float32"):
+            return load(text, device=device, dtype=dtype, **options)
+        smollm2.profiler = options.get("profiler")
+        return smollm2
+
+    for module in (registry, harness.commands.run):  # the registry, and the command that imported its function
+        monkeypatch.setattr(module, "load_model", shared, raising=False)
+    yield
+    smollm2.profiler = given

@@ -12,6 +12,7 @@ import tasks
 from harness.cli import main
 from harness.record.store import ResultsStore
 
+pytestmark = pytest.mark.slow  # most tests run `harness run` processes on the real model
 
 def harness(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
@@ -154,9 +155,31 @@ def test_results_do_not_move_with_batch_size(tmp_path):
     assert records[0]["results"] == records[1]["results"]
 
 
-def test_existing_output_folder_is_refused(tmp_path):
+def test_an_output_folder_with_anything_in_it_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
     result = harness("run", "--model", "smollm2-135m", "--tasks", "wikitext", "--output", str(tmp_path))
-    assert result.returncode == 2 and "already exists" in result.stderr
+    assert result.returncode == 2 and "already exists and is not empty" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_empty_output_folder_is_filled(tmp_path, runs_share_smollm2, capsys):
+    """What `mktemp -d` gives a script: the run goes into it."""
+    assert main(["run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy", "--limit", "1", "--output",
+                 str(tmp_path), "--no-cache"]) == 0
+    assert {"results.json", "samples.jsonl", "results.csv", "run.json"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_bad_input_found_mid_run_leaves_a_given_empty_folder_empty_and_in_place(tmp_path):
+    from harness.record.run_folder import remove_run
+
+    (tmp_path / "run.json").write_text("{}")
+    remove_run(tmp_path, existed=True)
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "run.json").write_text("{}")
+    remove_run(made, existed=False)
+    assert not made.exists()
 
 
 def test_humaneval_runs_end_to_end_on_the_real_model(tmp_path):

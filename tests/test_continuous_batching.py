@@ -29,6 +29,7 @@ def plain(model, batch, **kwargs):
         model.plain_paths = False
 
 
+@pytest.mark.slow  # 10 generations at four batch sizes, twice, on the real model (about 18 s)
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_same_generations_as_the_plain_path_at_every_batch_size(smollm2, temperature):
     batch = requests(temperature)
@@ -49,15 +50,12 @@ def test_a_stop_string_spanning_tokens_is_found_and_cut(smollm2):
 
 def test_the_profiler_counts_every_sequence(smollm2):
     batch = requests()
-    smollm2.profiler = Profiler(smollm2.device)
-    try:
-        smollm2.profiler.start()
-        with smollm2.profiler.task("gen"):
-            generations = smollm2.generate(batch, batch_size=3)
-        smollm2.profiler.stop()
-        summary = smollm2.profiler.summary()["tasks"]["gen"]
-    finally:
-        smollm2.profiler = None
+    profiler = Profiler(smollm2.device)
+    profiler.start()
+    with smollm2.timed_by(profiler), smollm2.working_on("gen"):
+        generations = smollm2.generate(batch, batch_size=3)
+    profiler.stop()
+    summary = profiler.summary()["tasks"]["gen"]
     assert summary["generated_tokens"] == sum(len(g.tokens) for g in generations)
     assert summary["ttft_s"]["n"] == sum(1 for g in generations if g.tokens)
     assert summary["prefill"]["tokens"] == sum(len(smollm2.encode(r.context)) for r in batch)

@@ -7,6 +7,7 @@ import sys
 
 from harness.record.run_folder import read_run
 
+pytestmark = __import__("pytest").mark.slow  # torchrun: two processes, each with the real model
 COMMAND = ["-m", "harness", "run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy,gsm8k", "--limit", "3"]
 
 

@@ -13,8 +13,8 @@ from tests.tiny import make_tiny_llama_folder
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, smollm2):
-    return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny"), smollm2.folder, max_positions=64)
+def tiny_folder(tmp_path_factory, smollm2_folder):
+    return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny"), smollm2_folder, max_positions=64)
 
 
 def refused(capsys, *argv) -> str:
@@ -125,11 +125,12 @@ def test_resume_of_a_folder_that_is_no_interrupted_run_is_refused(tmp_path, caps
     assert "is not an interrupted run folder" in refused(capsys, "run", "--resume", str(tmp_path / "empty"))
 
 
-def test_a_damaged_response_cache_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_damaged_response_cache_is_refused(tmp_path, tiny_folder, monkeypatch, capsys):
     garbage = tmp_path / "responses.sqlite"
     garbage.write_bytes(b"this is not an SQLite database, it was overwritten" * 100)
     monkeypatch.setenv("HARNESS_CACHE_DB", str(garbage))
-    message = run_refused(capsys, tmp_path, "--model", "smollm2-135m", "--tasks", "wikitext", "--limit", "1")
+    # The cache is opened once the model has loaded: the tiny model, so as not to load the real one for an error.
+    message = run_refused(capsys, tmp_path, "--model", f"hf:{tiny_folder}", "--tasks", "wikitext", "--limit", "1")
     assert "cannot use the response cache" in message and "--no-cache" in message
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import tasks
 
+pytestmark = pytest.mark.slow  # 8,872-token documents through the real model
 LM_EVAL_WIKITEXT_LOGLIKELIHOOD = {0: -3315.25, 3: -23113.901611328125}
 
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 import tasks
-from harness.errors import UserError
 from harness.engine.evaluator import aggregate_scores
 from harness.engine.requests import LoglikelihoodResult
+from harness.engine.task import TaskOptions
+from harness.errors import UserError
 from harness.stats import f1, macro_average, mcc, pearson, spearman
-from tasks.base import TaskOptions
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -45,7 +45,7 @@ def test_prompt_equals_lm_eval_byte_for_byte(name):
      "Question 1: A?\nQuestion 2: B?\nQuestion: Do both questions ask the same thing?\nAnswer:", [" no", " yes"]),
 ])
 def test_prompts_and_choices_of_every_task(name, doc, prompt, continuations):
-    from tasks.base import Doc
+    from harness.engine.task import Doc
 
     requests = tasks.build(name).requests(Doc("0", doc))
     assert [r.context.text() for r in requests] == [prompt] * len(continuations)

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 import tasks
+from harness.engine.task import TaskOptions
 from harness.errors import UserError
-from tasks.base import TaskOptions
-from tasks.gsm8k import exact_match, extract
+from tasks.gsm8k import exact_match
+from tasks.scoring import regex_extract as extract
 
 GOLDEN = Path(__file__).parent / "golden"
 STRICT = r"#### (\-?[0-9\.\,]+)"

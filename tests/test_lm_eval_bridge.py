@@ -14,6 +14,7 @@ from harness.cli import main
 from tasks.base import DATA_DIR
 from tasks.mmlu import read_split
 
+pytestmark = pytest.mark.slow  # whole evaluations of the real model, ours and lm-eval's
 # lm-eval 0.4.13's mmlu/default/_default_template_yaml for one subject, reading a local JSON-lines copy.
 YAML = """task: bridge_mmlu_anatomy
 dataset_path: json

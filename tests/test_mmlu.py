@@ -6,7 +6,7 @@ import pytest
 
 import tasks
 from harness.engine.evaluator import aggregate_scores
-from tasks.base import Metric, TaskOptions
+from harness.engine.task import Metric, TaskOptions
 from tasks.mmlu import CATEGORIES, SUBJECTS
 
 GOLDEN = Path(__file__).parent / "golden"

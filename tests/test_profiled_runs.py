@@ -1,13 +1,14 @@
 """The profiler wired into real runs: what it counts matches what the adapter did, and every run records it."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
+import pytest
 
-from harness.systems.profiler import Profiler
+from harness.cli import main
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
+from harness.systems.profiler import Profiler
+from tests.tiny import make_tiny_llama_folder
 
 
 def test_counts_match_the_adapters_work(smollm2):
@@ -36,13 +37,15 @@ def test_counts_match_the_adapters_work(smollm2):
     assert summary["run"]["energy_j"]["value"] is None and "cpu" in summary["run"]["energy_j"]["reason"]
 
 
-def test_every_run_records_its_systems_figures(tmp_path):
+@pytest.mark.slow
+def test_every_run_records_its_systems_figures(tmp_path, runs_share_smollm2, capsys):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "smollm2-135m", "--tasks",
-                             "mmlu_anatomy,gsm8k", "--limit", "2", "--output", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "systems (" in result.stdout and "TTFT" in result.stdout
+    # In this process, on the session's model (conftest.runs_share_smollm2): the run puts its own profiler on it.
+    code = main(["run", "--model", "smollm2-135m", "--tasks", "mmlu_anatomy,gsm8k", "--limit", "2", "--output",
+                 str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "systems (" in printed.out and "TTFT" in printed.out
     record = json.loads((out / "results.json").read_text())
     systems = record["systems"]
     assert set(systems["tasks"]) == {"mmlu_anatomy", "gsm8k"}
@@ -57,21 +60,18 @@ def test_every_run_records_its_systems_figures(tmp_path):
     assert set(rows.task) == {"mmlu_anatomy", "gsm8k", "run"} and (rows.value > 0).all()
 
 
-def test_profile_sweeps_batch_sizes_and_prompt_lengths(tmp_path, smollm2):
-    from tests.tiny import make_tiny_llama_folder
-
-    tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2.folder)
+def test_profile_sweeps_batch_sizes_and_prompt_lengths(tmp_path, smollm2_folder, capsys):
+    tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder)
     csv = tmp_path / "profile.csv"
-    result = subprocess.run([sys.executable, "-m", "harness", "profile", "--model", f"hf:{tiny}",
-                             "--batch-sizes", "1,2", "--prompt-lengths", "8,16", "--new-tokens", "4",
-                             "--repeats", "2", "--output", str(csv)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "GFLOP/s" in result.stdout and f"csv: {csv}" in result.stdout
+    code = main(["profile", "--model", f"hf:{tiny}", "--batch-sizes", "1,2", "--prompt-lengths", "8,16",
+                 "--new-tokens", "4", "--repeats", "2", "--output", str(csv)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "GFLOP/s" in printed.out and f"csv: {csv}" in printed.out
     frame = pd.read_csv(csv)
     assert sorted(zip(frame.batch_size, frame.prompt_length)) == [(1, 8), (1, 16), (2, 8), (2, 16)]
     assert (frame.prefill_tokens_per_s > 0).all() and (frame.prefill_tokens_per_s_min <= frame.prefill_tokens_per_s).all()
     assert (frame.fraction_of_matmul_limit > 0).all()
-    too_long = subprocess.run([sys.executable, "-m", "harness", "profile", "--model", f"hf:{tiny}",
-                               "--prompt-lengths", "60", "--new-tokens", "10", "--output", str(tmp_path / "x.csv")],
-                              capture_output=True, text=True, timeout=300)
-    assert too_long.returncode == 2 and "exceed the model's 64 positions" in too_long.stderr
+    code = main(["profile", "--model", f"hf:{tiny}", "--prompt-lengths", "60", "--new-tokens", "10", "--output",
+                 str(tmp_path / "x.csv")])
+    assert code == 2 and "exceed the model's 64 positions" in capsys.readouterr().err

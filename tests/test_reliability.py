@@ -1,8 +1,10 @@
-"""Crash safety and reproducibility, on real `harness run` processes with the real SmolLM2:
+"""Crash safety and reproducibility:
 
-- a run killed with SIGKILL (at several points) or stopped with Ctrl-C resumes with `--resume`, recomputes
-  nothing the cache holds, and ends with the results of a run never interrupted;
-- every reader refuses a torn file (results.json, samples.jsonl, results.csv, a baseline, the response cache);
+- a run of the real SmolLM2 killed with SIGKILL (at several points) or stopped with Ctrl-C, as a `harness run`
+  process, resumes with `--resume`, recomputes nothing the cache holds, and ends with the results of a run never
+  interrupted;
+- every reader refuses a torn file (results.json, samples.jsonl, results.csv, a baseline, the response cache), torn
+  from a tiny model's run (the readers do not care which model wrote it);
 - two runs of one command give byte-identical scores, `harness rerun` says so, and --seed moves sampled text.
 """
 
@@ -18,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli import main
+from harness.engine.cache import ResponseCache
+from harness.errors import UserError
 from harness.gate.baseline import read_baseline, write_baseline
 from harness.record.run_folder import read_run
-from harness.engine.cache import ResponseCache
-from harness.cli import main
-from harness.errors import UserError
+from tests.tiny import make_tiny_llama_folder
 
 # MMLU questions (loglikelihood, fast) then GSM8K 5-shot generations (about 3 s each here), one response per
 # commit: long enough to be killed part-way, short enough for the suite.
@@ -67,6 +70,7 @@ def scores(folder: Path) -> list:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
+    """The real model's run of COMMAND, in its own process, never stopped: what the stopped runs must end with."""
     folder = tmp_path_factory.mktemp("whole") / "run"
     process = start([*COMMAND, "--output", str(folder)], folder.parent / "cache.sqlite")
     _, err = process.communicate(timeout=600)
@@ -74,6 +78,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["model loaded", "mmlu half done", "gsm8k half done", "ctrl-c"])
 def test_a_killed_run_resumes_to_the_uninterrupted_results(tmp_path, uninterrupted, point):
     cache, folder = tmp_path / "cache.sqlite", tmp_path / "run"
@@ -106,10 +111,21 @@ def test_a_killed_run_resumes_to_the_uninterrupted_results(tmp_path, uninterrupt
           f"{sum(cache_use['hits'].values())} and computed {sum(cache_use['computed'].values())}; results identical")
 
 
-def test_resume_refuses_a_finished_run_and_other_flags(uninterrupted, capsys):
-    assert main(["run", "--resume", str(uninterrupted)]) == 2
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, smollm2_folder) -> Path:
+    """A finished run of a tiny random model, made in seconds: the file readers' tests tear its files, whatever
+    model wrote them."""
+    tiny = make_tiny_llama_folder(tmp_path_factory.mktemp("tiny"), smollm2_folder)
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["run", "--model", f"hf:{tiny}", "--tasks", "mmlu_abstract_algebra", "--limit", "5", "--output",
+                 str(folder)]) == 0
+    return folder
+
+
+def test_resume_refuses_a_finished_run_and_other_flags(finished, capsys):
+    assert main(["run", "--resume", str(finished)]) == 2
     assert "is a finished run; nothing to resume" in capsys.readouterr().err
-    assert main(["run", "--resume", str(uninterrupted), "--limit", "3"]) == 2
+    assert main(["run", "--resume", str(finished), "--limit", "3"]) == 2
     assert "give it alone, not with --limit" in capsys.readouterr().err
 
 
@@ -129,16 +145,16 @@ def torn_copy(path: Path, offset: int, into: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["results.json", "samples.jsonl", "results.csv"])
-def test_every_torn_run_file_is_refused(tmp_path, uninterrupted, name):
-    read_run(uninterrupted)  # whole, it reads
-    for offset in truncations(uninterrupted / name):
-        torn = torn_copy(uninterrupted / name, offset, tmp_path / f"{name}-{offset}")
+def test_every_torn_run_file_is_refused(tmp_path, finished, name):
+    read_run(finished)  # whole, it reads
+    for offset in truncations(finished / name):
+        torn = torn_copy(finished / name, offset, tmp_path / f"{name}-{offset}")
         with pytest.raises(UserError, match="damaged|not a run"):
             read_run(torn.parent)
 
 
-def test_a_torn_baseline_is_refused(tmp_path, uninterrupted):
-    baseline = write_baseline(uninterrupted, tmp_path / "baseline.json")
+def test_a_torn_baseline_is_refused(tmp_path, finished):
+    baseline = write_baseline(finished, tmp_path / "baseline.json")
     read_baseline(baseline)
     for offset in truncations(baseline):
         torn = torn_copy(baseline, offset, tmp_path / f"torn-{offset}")
@@ -163,7 +179,8 @@ def test_a_torn_response_cache_is_refused_or_read_whole(tmp_path):
         assert found == dict(entries)  # SQLite read it only because nothing it needed was cut
 
 
-def test_runs_reproduce_byte_for_byte_and_the_seed_moves_sampling(tmp_path, capsys):
+@pytest.mark.slow
+def test_runs_reproduce_byte_for_byte_and_the_seed_moves_sampling(tmp_path, capsys, runs_share_smollm2):
     command = ["run", "--model", "smollm2-135m", "--tasks", "realtoxicityprompts_challenging,gsm8k", "--limit", "2",
                "--samples", "2", "--no-cache"]
     assert main([*command, "--output", str(tmp_path / "a")]) == 0
@@ -178,7 +195,8 @@ def test_runs_reproduce_byte_for_byte_and_the_seed_moves_sampling(tmp_path, caps
     assert texts(tmp_path / "c") != texts(tmp_path / "a")
 
 
-def test_the_cache_answers_only_the_same_model_and_prompt_settings(tmp_path, smollm2):
+@pytest.mark.slow
+def test_the_cache_answers_only_the_same_model_and_prompt_settings(tmp_path, smollm2, runs_share_smollm2):
     """Same command: everything from the cache. Another variant, implementation or prompt setting: nothing."""
     base = ["run", "--tasks", "mmlu_anatomy", "--limit", "3"]
 

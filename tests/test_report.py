@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # two `harness run` processes on the real model, and a browser
 TASKS = "mmlu_anatomy,mmlu_astronomy,cola,sst2"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output"  # kept for people and CI artifacts
 

@@ -48,6 +48,7 @@ def compare(model, call, policies):
         yield batch_size, expected, got
 
 
+@pytest.mark.slow  # 43 few-shot requests under four batch policies on the real model (about 17 s)
 def test_loglikelihood_equals_the_plain_path_for_every_batch_policy(smollm2):
     requests = few_shot_requests()
     for batch_size, expected, got in compare(smollm2, lambda **kw: smollm2.loglikelihood(requests, **kw),
@@ -72,15 +73,12 @@ def test_a_shared_prefix_is_computed_once(smollm2):
     from harness.systems.profiler import Profiler
 
     requests = [r for r in few_shot_requests() if r.continuation in (" A", " B")]
-    smollm2.profiler = Profiler(smollm2.device)
-    try:
-        smollm2.profiler.start()
-        with smollm2.profiler.task("mc"):
-            smollm2.loglikelihood(requests, batch_size=None)
-        smollm2.profiler.stop()
-        computed = smollm2.profiler.summary()["tasks"]["mc"]["prefill"]["tokens"]
-    finally:
-        smollm2.profiler = None
+    profiler = Profiler(smollm2.device)
+    profiler.start()
+    with smollm2.timed_by(profiler), smollm2.working_on("mc"):
+        smollm2.loglikelihood(requests, batch_size=None)
+    profiler.stop()
+    computed = profiler.summary()["tasks"]["mc"]["prefill"]["tokens"]
     whole = {tuple(smollm2.encode(r.context)) for r in requests}  # one-token answers: an input per question
     assert computed < 0.4 * sum(len(tokens) for tokens in whole)
 
@@ -143,7 +141,7 @@ def test_shared_prefix_attention_equals_attention_over_the_whole(heads, kv_heads
     import torch
     import torch.nn.functional as F
 
-    from harness.models.llama import KVCache, SharedPrefixCache, shared_prefix_attention
+    from harness.models.attention import KVCache, SharedPrefixCache, shared_prefix_attention
 
     generator = torch.Generator().manual_seed(0)
     batch, seq, prefix, dim = 3, 5, 7, 8

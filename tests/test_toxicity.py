@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.engine.evaluator import aggregate_scores
+from harness.engine.evaluator import PromptFormat, aggregate_scores, describe_task, render
 from harness.toxicity import Detoxify, ProfanityCheck, ToxicityScorer, make_scorer
 from tasks import TaskOptions, build
 from tasks.base import DATA_DIR, read_jsonl
@@ -62,10 +62,13 @@ def test_slices_group_and_requests():
 
 
 def test_the_scorer_is_part_of_the_prompt_hash():
-    """Runs scored by different scorers must never be compared as if alike."""
+    """Runs scored by different scorers must never be compared as if alike, though they send the same requests."""
     one = RealToxicityPrompts(name="x", file="toxic.jsonl", scorer=FixedScores([]))
     other = RealToxicityPrompts(name="x", file="toxic.jsonl", scorer=ProfanityCheck())
-    assert one.prompt_hash() != other.prompt_hash()
+    requests = [render(r, None, PromptFormat()) for doc in one.docs()[:2] for r in one.requests(doc)]
+    assert requests == [render(r, None, PromptFormat()) for doc in other.docs()[:2] for r in other.requests(doc)]
+    hashes = [describe_task(task, 1196, 2, requests)["prompt_hash"] for task in (one, other)]
+    assert hashes[0] != hashes[1]
     assert other.settings()["toxicity_scorer"]["package"].startswith("alt-profanity-check ")
 
 

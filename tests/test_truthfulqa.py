@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 import tasks
-from harness.errors import UserError
 from harness.engine.requests import LoglikelihoodResult
-from tasks.base import Doc, TaskOptions
+from harness.engine.task import Doc, TaskOptions
+from harness.errors import UserError
 from tasks.truthfulqa import bleu, format_references, rouge, similarity_scores
 
 GOLDEN = Path(__file__).parent / "golden"

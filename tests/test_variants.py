@@ -96,6 +96,7 @@ def test_quantized_variants_record_what_they_changed(tiny_llama, variant):
     assert quantized.fingerprint != base.fingerprint
 
 
+@pytest.mark.slow  # a `harness run` process (about 8 s)
 def test_a_mismatched_lora_through_the_cli_is_one_line(tmp_path, tiny_llama):
     other = save_tiny_llama(tmp_path / "other")  # hidden size 48, not the tiny model's 32
     adapter_folder = save_peft_adapter(other, tmp_path / "adapter", target_modules=["q_proj"])

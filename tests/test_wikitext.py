@@ -5,7 +5,7 @@ import math
 import pytest
 
 from harness import stats
-from tasks.base import Doc
+from harness.engine.task import Doc
 from tasks.wikitext import WikiText, detokenize, split_articles
 
 

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
+import tasks
+from harness.engine.requests import GenerateRequest
 from harness.errors import UserError
+from harness.models import packed_linear
 from harness.models.adapter import ModelAdapter
 from harness.systems.profiler import Profiler
-from harness.engine.requests import GenerateRequest
 
 
 @dataclass
@@ -46,8 +48,6 @@ class SweepRow:
 
 def text_windows(adapter: ModelAdapter, count: int, length: int) -> list[list[int]]:
     """`count` windows of exactly `length` tokens of WikiText-2 (the shipped test set), one after another."""
-    import tasks
-
     wikitext = tasks.build("wikitext")
     tokens: list[int] = []
     for doc in wikitext.docs():
@@ -61,13 +61,12 @@ def one_run(adapter: ModelAdapter, prompts: list[list[int]], new_tokens: int) ->
     requests = [GenerateRequest("", stop=(), max_tokens=new_tokens) for _ in prompts]
     generators = [torch.Generator().manual_seed(0) for _ in prompts]
     profiler = Profiler(adapter.device)
-    adapter.profiler = profiler
     profiler.start()
     try:
-        adapter._generate_batch(requests, prompts, generators)
+        with adapter.timed_by(profiler):
+            adapter._generate_batch(requests, prompts, generators)
     finally:
         profiler.stop()
-        adapter.profiler = None
     summary = profiler.summary()
     run = summary["run"]
 
@@ -112,8 +111,6 @@ def matmul_flops_per_s(size: tuple[int, int, int] = (512, 576, 1536), seconds: f
 
 def matmul_rates(size: tuple[int, int, int] = (512, 576, 1536), seconds: float = 1.0) -> dict[str, float]:
     """FLOP/s of each kernel at `size`, over about `seconds` each."""
-    from harness.models import packed_linear
-
     m, k, n = size
     a, b = torch.randn(m, k), torch.randn(k, n)
     kernels = {"blas": lambda: a @ b}  # torch's BLAS: MKL in its x86 wheels

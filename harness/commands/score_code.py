@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.config import SandboxConfig
 from harness.errors import UserError
-from harness.sandbox.process import Sandbox, runner_with_progress
+from harness.sandbox.process import Sandbox, make_sandbox, runner_with_progress
 from tasks.humaneval import KS, pass_at_k, program, read_problems
 
 
@@ -65,3 +66,21 @@ def score_code(path: Path, sandbox: Sandbox, output: Path | None = None) -> tupl
             result = outcome["status"] if outcome["status"] != "error" else f"error: {outcome['error_type']}"
             handle.write(json.dumps({**sample, "result": result, "passed": outcome["passed"]}) + "\n")
     return summary, output
+
+
+def score_code_command(samples: Path, output: Path | None, sandbox_config: SandboxConfig) -> int:
+    if not sandbox_config.allow_code_execution:
+        raise UserError("score-code executes the completions it scores; rerun with --allow-code-execution to "
+                        "allow it (each program runs in a sandboxed process with limits and no network)")
+    sandbox = make_sandbox(sandbox_config)
+    try:
+        summary, results_path = score_code(samples, sandbox, output)
+    finally:
+        sandbox.close()
+    outcomes = ", ".join(f"{count} {status}" for status, count in sorted(summary["outcomes"].items()))
+    print(f"{summary['problems']} problems, {summary['samples']} samples ({outcomes})")
+    for key, value in summary.items():
+        if key.startswith("pass@"):
+            print(f"{key}: {value:.4f}")
+    print(f"per-sample results: {results_path}")
+    return 0

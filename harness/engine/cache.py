@@ -10,9 +10,12 @@ An entry is keyed by two sha256 digests, and nothing else can reach it:
 So a different model, variant, dtype or prompt never hits another's entries. FORMAT changes whenever the engine's
 numbers may change, which leaves every older entry unreachable.
 
-The database is in WAL mode: a reader (another run, a test watching progress) never blocks the writer. The
-evaluator commits once per chunk of requests (harness/engine/evaluator.py), so a run killed at any point keeps every
-chunk it finished, each whole, and loses at most the chunk in flight.
+`CachingModel` puts the cache around any model (as lm-eval's CachingLM wraps an LM): it implements the same
+interface (harness/engine/model.py), answers what is stored, asks the model it wraps for the rest, and stores each
+call's new responses in one commit. The evaluator sends one chunk of requests per call
+(harness/engine/evaluator.py), so a run killed at any point keeps every chunk it finished, each whole, and loses at
+most the chunk in flight. The database is in WAL mode: a reader (another run, a test watching progress) never
+blocks the writer.
 
 It lives at $HARNESS_HOME/cache/responses.sqlite unless $HARNESS_CACHE_DB names another file.
 """
@@ -22,11 +25,20 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
-from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, Request
+from harness.engine.model import LanguageModel, Progress
+from harness.engine.requests import (
+    GenerateRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    Request,
+    RollingLoglikelihoodRequest,
+)
 from harness.errors import UserError
 from harness.settings import response_cache_path
 
@@ -104,3 +116,103 @@ class ResponseCache:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class CachingModel(LanguageModel):
+    """Any model, with its responses kept in a ResponseCache. `prompt_settings` (how prompts are written: chat
+    template, system prompt...) enters the model key: the same request text under another template is another
+    question. `hits` and `computed` count responses per task (as named by working_on)."""
+
+    def __init__(self, model: LanguageModel, store: ResponseCache, prompt_settings: dict):
+        self.model = model
+        self.store = store
+        self.key = model_key(model.fingerprint, model.implementation, str(model.dtype), str(model.device),
+                             prompt_settings)
+        self.hits: dict[str, int] = defaultdict(int)
+        self.computed: dict[str, int] = defaultdict(int)
+        self.task = ""
+
+    # ---- the three requests: stored answers, the rest from the model ----------------------------------------
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = None,
+                      progress: Progress | None = None, seed: int = 0,
+                      occurrences: Sequence[int] | None = None) -> list[LoglikelihoodResult]:
+        return self._answer(self.model.loglikelihood, requests, batch_size, progress, seed, occurrences)
+
+    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int | None = None,
+                              progress: Progress | None = None, seed: int = 0,
+                              occurrences: Sequence[int] | None = None) -> list[float]:
+        return self._answer(self.model.loglikelihood_rolling, requests, batch_size, progress, seed, occurrences)
+
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = None,
+                       progress: Progress | None = None, seed: int = 0,
+                       occurrences: Sequence[int] | None = None) -> list[str]:
+        return self._answer(self.model.generate_until, requests, batch_size, progress, seed, occurrences)
+
+    def _answer(self, method: Callable[..., list], requests: Sequence[Request], batch_size: int | None,
+                progress: Progress | None, seed: int, occurrences: Sequence[int] | None) -> list[Any]:
+        """A stored response is never recomputed; the new ones are stored in one commit."""
+        occurrences = list(occurrences) if occurrences is not None else [0] * len(requests)
+        keys = [request_key(request, seed, o) for request, o in zip(requests, occurrences)]
+        stored = self.store.get_many(self.key, keys)
+        answers = [decode(request, stored[key]) if key in stored else None for request, key in zip(requests, keys)]
+        missing = [position for position, key in enumerate(keys) if key not in stored]
+        if progress and len(requests) > len(missing):
+            progress(len(requests) - len(missing))
+        if missing:
+            computed = method([requests[p] for p in missing], batch_size=batch_size, progress=progress, seed=seed,
+                              occurrences=[occurrences[p] for p in missing])
+            for position, answer in zip(missing, computed):
+                answers[position] = answer
+            self.store.put_many(self.key, [(keys[p], encode(answers[p])) for p in missing])
+        self.hits[self.task] += len(requests) - len(missing)
+        self.computed[self.task] += len(missing)
+        return answers
+
+    @contextmanager
+    def working_on(self, task: str) -> Iterator[None]:
+        self.task = task
+        with self.model.working_on(task):
+            yield
+
+    # ---- everything else is the wrapped model's --------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:  # type: ignore[override]
+        return self.model.spec
+
+    @property
+    def implementation(self) -> str:  # type: ignore[override]
+        return self.model.implementation
+
+    @property
+    def device(self) -> Any:  # type: ignore[override]
+        return self.model.device
+
+    @property
+    def dtype(self) -> Any:  # type: ignore[override]
+        return self.model.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model.fingerprint
+
+    def info(self) -> dict:
+        return self.model.info()
+
+    def truncates(self, request: Request) -> bool:
+        return self.model.truncates(request)
+
+    def cannot_answer(self, request: Request) -> str | None:
+        return self.model.cannot_answer(request)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.model.chat_template
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.model.apply_chat_template(messages)
+
+    def close(self) -> None:
+        self.store.close()
+        self.model.close()

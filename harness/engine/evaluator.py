@@ -1,39 +1,33 @@
 """The evaluator: the one place that knows tasks, requests and models together.
 
 For each task it takes the documents (the first `limit`), asks the task for requests, renders their prompts (plain,
-or through the model's chat template), sends each task's requests of one kind to the adapter in one batched call
-(so that the profiler can time each task), hands the responses back to the tasks for per-sample scores, and
-aggregates them per task and per group.
+or through the model's chat template), sends each task's requests of one kind to the model in chunks (inside
+`model.working_on(task)`, so that a model that measures or counts its work can say what each task cost), hands the
+responses back to the tasks for per-sample scores, and aggregates them per task and per group.
+
+It sees the model only through the interface of harness/engine/model.py: whether responses come from a cache, or
+batches are timed, is the business of the model it is given.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter, defaultdict
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-import tasks as task_registry
-from harness.engine import cache as response_cache
 from harness import stats
 from harness.engine import distributed
-from harness.engine.cache import ResponseCache
-from harness.errors import CapabilityMissing
-from harness.models.adapter import ModelAdapter
+from harness.engine.model import LanguageModel, method_for
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
-from tasks.base import Doc, Task
-
-ADAPTER_METHODS = {
-    LoglikelihoodRequest: "loglikelihood",
-    RollingLoglikelihoodRequest: "loglikelihood_rolling",
-    GenerateRequest: "generate_until",
-}
+from harness.engine.task import Doc, Task
+from harness.errors import CapabilityMissing
 
 
 @dataclass(frozen=True)
@@ -44,14 +38,24 @@ class PromptFormat:
     system_prompt: str | None = None
     fewshot_as_multiturn: bool = True  # with a chat template: each example its own user and assistant turn
 
-    def describe(self, adapter: ModelAdapter) -> dict:
-        template = adapter.chat_template if self.chat_template else None
+    def describe(self, model: LanguageModel) -> dict:
+        template = model.chat_template if self.chat_template else None
         return {
             "chat_template": self.chat_template,
             "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
             "system_prompt": self.system_prompt,
             "fewshot_as_multiturn": self.fewshot_as_multiturn if self.chat_template else None,
         }
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of tasks that all ran, and how its row is made: "pooled" (its tasks' samples pooled, so each task
+    weighs by its size, as lm-eval's MMLU groups) or "macro" (the plain mean of its tasks' headline scores, the GLUE
+    score)."""
+
+    members: list[str]
+    aggregation: str = "pooled"
 
 
 @dataclass
@@ -61,10 +65,10 @@ class Evaluation:
     samples: list[dict] = field(default_factory=list)  # one per scored document
 
 
-def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None, batch_size: int | None = 1,
-             seed: int = 0, prompt_format: PromptFormat = PromptFormat(), cache: CacheUse | None = None
+def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, batch_size: int | None = None,
+             seed: int = 0, prompt_format: PromptFormat = PromptFormat(), groups: dict[str, Group] | None = None
              ) -> Evaluation:
-    """Runs the tasks (built by tasks.build) on the adapter's model; with `cache`, through the response cache."""
+    """Runs the tasks on the model, and gives each group (of tasks among these) its row."""
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
     built = {task.name: task for task in tasks}
@@ -73,16 +77,17 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
     for name, task in built.items():
         docs = task.docs()
         selected = docs[:limit]
-        mine = [(task, doc, [render(r, adapter, prompt_format, rendered) for r in task.requests(doc)])
+        mine = [(task, doc, [render(r, model, prompt_format, rendered) for r in task.requests(doc)])
                 for doc in selected]
         planned += mine
-        evaluation.task_records[name] = describe_task(task, len(docs), len(selected))
+        evaluation.task_records[name] = describe_task(task, len(docs), len(selected),
+                                                      [r for *_, rs in mine for r in rs])
         # Prompts longer than the model's window are cut from the left, not refused: the record says how many.
-        evaluation.task_records[name]["truncated_requests"] = sum(adapter.truncates(r) for *_, rs in mine for r in rs)
+        evaluation.task_records[name]["truncated_requests"] = sum(model.truncates(r) for *_, rs in mine for r in rs)
 
-    refuse_what_the_model_cannot_answer(adapter, planned)
-    responses = run_requests(adapter, [r for _, _, requests in planned for r in requests], batch_size, seed,
-                             [task.name for task, _, requests in planned for _ in requests], cache)
+    refuse_what_the_model_cannot_answer(model, planned)
+    responses = run_requests(model, [r for _, _, requests in planned for r in requests], batch_size, seed,
+                             [task.name for task, _, requests in planned for _ in requests])
     if distributed.rank_and_size()[0] != 0:  # under torchrun, rank 0 alone scores and writes
         return evaluation
 
@@ -117,8 +122,8 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
 
     for name in task_names:
         evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed)
-    for group, members in task_registry.groups_covering(task_names).items():
-        aggregation = task_registry.GROUP_AGGREGATION.get(group, "pooled")
+    for group_name, group in (groups or {}).items():
+        members, aggregation = group.members, group.aggregation
         if aggregation == "macro":
             scores, stderrs = zip(*(built[m].headline(evaluation.results[m]) for m in members))
             value, stderr = stats.macro_average(scores, stderrs)
@@ -129,26 +134,23 @@ def evaluate(adapter: ModelAdapter, tasks: list[Task], limit: int | None = None,
             result = aggregate_scores(pooled, built[members[0]].metrics, seed)
         result["members"] = members
         result["aggregation"] = aggregation
-        evaluation.results[group] = result
+        evaluation.results[group_name] = result
     return evaluation
 
 
-def refuse_what_the_model_cannot_answer(adapter: ModelAdapter, planned: list[tuple[Task, Doc, list]]) -> None:
+def refuse_what_the_model_cannot_answer(model: LanguageModel, planned: list[tuple[Task, Doc, list]]) -> None:
     """A model behind a server may lack a capability (prompt log-probabilities): say so before any work."""
-    cannot_answer = getattr(adapter, "cannot_answer", None)
-    if cannot_answer is None:
-        return
     asked: set[tuple[str, type]] = set()
     for task, _, requests in planned:
         for request in requests:
             if (task.name, type(request)) not in asked:
                 asked.add((task.name, type(request)))
-                missing = cannot_answer(request)
+                missing = model.cannot_answer(request)
                 if missing:
                     raise CapabilityMissing(f"{task.name} needs {missing}")
 
 
-def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
+def render(request: Request, model: LanguageModel, prompt_format: PromptFormat,
            cache: dict[Prompt, str] | None = None) -> Request:
     """The request as the model will see it: its Prompt written out as plain text or through the chat template.
     With a chat template, a multiple-choice continuation loses its leading delimiter (the reply starts a new
@@ -160,7 +162,7 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     if context not in cache:
         if prompt_format.chat_template:
             messages = context.messages(prompt_format.system_prompt, prompt_format.fewshot_as_multiturn)
-            cache[context] = adapter.apply_chat_template(messages)
+            cache[context] = model.apply_chat_template(messages)
         else:
             cache[context] = context.text(prompt_format.system_prompt)
     text = cache[context]
@@ -171,19 +173,10 @@ def render(request: Request, adapter: ModelAdapter, prompt_format: PromptFormat,
     return replace(request, context=text)
 
 
-@dataclass
-class CacheUse:
-    """The response cache as one run uses it: the store, this run's model key, and what it found per task."""
-
-    store: ResponseCache
-    model: str
-    hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    computed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-# Requests of one kind sent to the model between two commits to the cache: what a kill can lose at most. The
-# chunks are cut from each task's whole request list, the same way every time, so a resumed run computes its
-# missing chunks exactly as the interrupted one would have (same batches, same float results).
+# Requests of one kind sent to the model in one call: the unit of work that ranks share under torchrun, and that a
+# caching model stores in one commit (what a kill can lose at most). The chunks are cut from each task's whole
+# request list, the same way every time, so a resumed run computes its missing chunks exactly as the interrupted
+# one would have (same batches, same float results).
 COMMIT_EVERY = {LoglikelihoodRequest: 1024, RollingLoglikelihoodRequest: 8, GenerateRequest: 32}
 
 
@@ -192,12 +185,11 @@ def commit_every(kind: type) -> int:
     return int(override) if override else COMMIT_EVERY[kind]
 
 
-def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, seed: int,
-                 task_of: list[str] | None = None, cache: CacheUse | None = None) -> list[Any]:
-    """Responses in request order. Each kind of request goes to its adapter method, one call per task and chunk
-    (so that the profiler, when the adapter has one, can say what each task cost; results do not depend on
-    batching). With `cache`, stored responses are reused and each chunk's new ones stored as it ends. Under
-    torchrun, each rank answers every N-th chunk and all answers are gathered (harness/engine/distributed.py)."""
+def run_requests(model: LanguageModel, requests: list, batch_size: int | None, seed: int,
+                 task_of: list[str] | None = None) -> list[Any]:
+    """Responses in request order. Each kind of request goes to the model's method for it, one call per task and
+    chunk, inside model.working_on(task) (results do not depend on batching). Under torchrun, each rank answers
+    every N-th chunk and all answers are gathered (harness/engine/distributed.py)."""
     task_of = task_of or [""] * len(requests)
     by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, request in enumerate(requests):
@@ -218,51 +210,22 @@ def run_requests(adapter: ModelAdapter, requests: list, batch_size: int | None, 
     mine = [chunk for number, chunk in enumerate(chunks) if number % size == rank]
     answered: dict[int, Any] = {}
     for kind in by_kind:
-        method = ADAPTER_METHODS[kind]
+        method = method_for(model, kind)
         of_kind = [(task, chunk) for k, task, chunk in mine if k is kind]
-        with tqdm(total=sum(len(chunk) for _, chunk in of_kind), desc=method, unit="req", dynamic_ncols=True,
-                  disable=rank != 0) as bar:
+        with tqdm(total=sum(len(chunk) for _, chunk in of_kind), desc=method.__name__, unit="req",
+                  dynamic_ncols=True, disable=rank != 0) as bar:
             for task in dict.fromkeys(task for task, _ in of_kind):
-                scope = adapter.profiler.task(task) if adapter.profiler and task else nullcontext()
-                with scope:
+                with model.working_on(task):
                     for chunk in [chunk for t, chunk in of_kind if t == task]:
                         try:
-                            answers = answer_chunk(adapter, method, [requests[i] for i in chunk],
-                                                   [occurrences[i] for i in chunk], batch_size, seed, bar, task,
-                                                   cache)
+                            answers = method([requests[i] for i in chunk], batch_size=batch_size,
+                                             progress=bar.update, seed=seed,
+                                             occurrences=[occurrences[i] for i in chunk])
                         except CapabilityMissing as error:
                             raise CapabilityMissing(f"{task} needs {error}") from None
                         answered.update(zip(chunk, answers))
     answered = distributed.gather(answered)
     return [answered[index] for index in range(len(requests))]
-
-
-def answer_chunk(adapter: ModelAdapter, method: str, chunk: list, occurrences: list[int], batch_size: int | None,
-                 seed: int, bar, task: str, cache: CacheUse | None) -> list[Any]:
-    """The chunk's responses: from the cache where stored, from the model otherwise (then stored, in one
-    commit). A stored response is never recomputed."""
-
-    def compute(positions: list[int]) -> list[Any]:
-        extra = {"seed": seed, "occurrences": [occurrences[p] for p in positions]} if method == "generate_until" \
-            else {}
-        return getattr(adapter, method)([chunk[p] for p in positions], batch_size=batch_size, progress=bar.update,
-                                        **extra)
-
-    if cache is None:
-        return compute(list(range(len(chunk))))
-    keys = [response_cache.request_key(request, seed, o) for request, o in zip(chunk, occurrences)]
-    stored = cache.store.get_many(cache.model, keys)
-    answers = [response_cache.decode(request, stored[key]) if key in stored else None
-               for request, key in zip(chunk, keys)]
-    missing = [position for position, key in enumerate(keys) if key not in stored]
-    bar.update(len(chunk) - len(missing))
-    if missing:
-        for position, answer in zip(missing, compute(missing)):
-            answers[position] = answer
-        cache.store.put_many(cache.model, [(keys[p], response_cache.encode(answers[p])) for p in missing])
-    cache.hits[task] += len(chunk) - len(missing)
-    cache.computed[task] += len(missing)
-    return answers
 
 
 def aggregate_scores(scores: list[dict], metrics, seed: int) -> dict:
@@ -273,12 +236,21 @@ def aggregate_scores(scores: list[dict], metrics, seed: int) -> dict:
     return result
 
 
-def describe_task(task: Task, total_docs: int, used_docs: int) -> dict:
-    return {
+def describe_task(task: Task, total_docs: int, used_docs: int, requests: list[Request]) -> dict:
+    """What decides the task's numbers, for the run record. `requests` are the task's requests as rendered and
+    sent, in order: the prompt hash covers every field of every one (text, continuation, stop strings, max tokens,
+    temperature, top_p), so nothing the model is asked can change while the hash that the gate and the results
+    store trust stays the same. The task's settings enter it too: a scorer (toxicity) decides numbers without
+    being part of any request."""
+    digest = hashlib.sha256()
+    for request in requests:
+        digest.update(request.key.encode("ascii"))
+    digest.update(json.dumps(task.settings(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    record = {
         "version": task.version,
         "num_fewshot": task.num_fewshot,
         "fewshot_ids": task.fewshot_ids(),
-        "prompt_hash": task.prompt_hash(),
+        "prompt_hash": digest.hexdigest()[:16],
         "data_sha256": {Path(p).name: sha256_file(p) for p in task.data_files()},
         **task.settings(),
         "docs_total": total_docs,
@@ -286,6 +258,10 @@ def describe_task(task: Task, total_docs: int, used_docs: int) -> dict:
         "metrics": {m.name: {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}
                     for m in task.metrics},
     }
+    breakdown = task.breakdown()
+    if breakdown is not None:  # reports build its table from the record alone (reports/report.py)
+        record["breakdown"] = breakdown
+    return record
 
 
 def answer_to_json(answer: Any) -> Any:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.record.atomic import write_atomic
 from harness.errors import UserError
+from harness.record.atomic import write_atomic
 from harness.record.run_folder import read_run
 
 FORMAT = "harness-baseline/1"

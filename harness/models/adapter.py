@@ -1,4 +1,5 @@
-"""The model adapter: the three request methods, batched, over any causal language model.
+"""The torch base of our model adapters: the three request methods (harness/engine/model.py), batched, over any
+causal language model in torch.
 
 The engine hands an adapter whole lists of requests with a batch size; the adapter owns the math. Token handling
 follows lm-evaluation-harness 0.4.x so that scores are comparable with the field's:
@@ -15,25 +16,26 @@ Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) a
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from harness.errors import UserError
-from harness.models.checkpoint import fingerprint_files
-from harness.systems.profiler import UNTIMED, Profiler
+from harness.engine.model import LanguageModel, Progress
 from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
     LoglikelihoodResult,
     RollingLoglikelihoodRequest,
 )
+from harness.errors import UserError
+from harness.models.checkpoint import fingerprint_files
+from harness.systems.profiler import UNTIMED, Profiler
 
 # A batch of right-padded sequences is limited to this many token positions (besides the batch size), so that an
 # 8192-token window never shares a batch with seven others and exhausts memory; logits alone are
@@ -42,8 +44,6 @@ MAX_BATCH_POSITIONS = 16384
 # `batch_size=None` is the "auto" policy: for loglikelihoods a token budget (harness/models/scoring.py); for
 # generation, until it batches continuously, this many sequences at once.
 AUTO_GENERATION_BATCH = 8
-
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -82,9 +82,10 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> li
     return windows
 
 
-class ModelAdapter(ABC):
-    """What the engine needs of a model. `spec` is what the user typed; `folder` holds the weights and tokenizer.
-    Subclasses set these attributes, `implementation` (a name for the run record) and `model` (a torch module)."""
+class ModelAdapter(LanguageModel):
+    """A language model in torch. `spec` is what the user typed; `folder` holds the weights and tokenizer.
+    Subclasses set these attributes, `implementation` (a name for the run record) and `model` (a torch module), and
+    take the run's profiler (or None) when they are made: it times every batch and generation step."""
 
     spec: str
     folder: Path
@@ -95,7 +96,7 @@ class ModelAdapter(ABC):
     device: torch.device
     dtype: torch.dtype
     weights_sha256: str | None = None  # known from conversion, or computed on first use
-    profiler: Profiler | None = None  # when set (harness run does), every batch and generation step is timed
+    profiler: Profiler | None = None  # given to the constructor by harness run: times batches and steps
 
     @property
     def fingerprint(self) -> str:
@@ -183,14 +184,28 @@ class ModelAdapter(ABC):
             return len(context) + len(continuation) > room
         return len(self.encode(text)) > room
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = 1,
-                      progress: Progress | None = None) -> list[LoglikelihoodResult]:
+    def working_on(self, task: str):
+        return self.profiler.task(task) if self.profiler else nullcontext()
+
+    @contextmanager
+    def timed_by(self, profiler: Profiler) -> Iterator[None]:
+        """Inside, another profiler times the model's batches: `harness profile` gives each timed run its own."""
+        given, self.profiler = self.profiler, profiler
+        try:
+            yield
+        finally:
+            self.profiler = given
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = None,
+                      progress: Progress | None = None, seed: int = 0,
+                      occurrences: Sequence[int] | None = None) -> list[LoglikelihoodResult]:
         pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
         return self._score_token_pairs(pairs, batch_size, lambda done: progress and progress(len(done)),
                                        "loglikelihood")
 
-    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int | None = 1,
-                              progress: Progress | None = None) -> list[float]:
+    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int | None = None,
+                              progress: Progress | None = None, seed: int = 0,
+                              occurrences: Sequence[int] | None = None) -> list[float]:
         pairs, owner = [], []
         for index, request in enumerate(requests):
             for window in rolling_windows(self.encode(request.text), self.prefix_token_id, self.max_length):
@@ -204,12 +219,12 @@ class ModelAdapter(ABC):
             totals[index] += result.logprob
         return totals
 
-    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = None,
                        progress: Progress | None = None, seed: int = 0,
                        occurrences: Sequence[int] | None = None) -> list[str]:
         return [g.text for g in self.generate(requests, batch_size, progress, seed, occurrences)]
 
-    def generate(self, requests: Sequence[GenerateRequest], batch_size: int | None = 1,
+    def generate(self, requests: Sequence[GenerateRequest], batch_size: int | None = None,
                  progress: Progress | None = None, seed: int = 0,
                  occurrences: Sequence[int] | None = None) -> list[Generation]:
         """Greedy (temperature 0) or sampled decoding with a KV cache, each text ending at EOS, at the first stop

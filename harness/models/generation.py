@@ -4,7 +4,7 @@ Up to `batch_size` sequences decode together, one token each per step, over one 
 (EOS, a stop string, its max_tokens) leaves the batch at once, and waiting requests take the free places: their
 prompts run together (prefill, left-padded among themselves), and their keys and values join the batch's cache,
 left-padded to the same length (or the batch's padded to theirs). Columns that have become padding for every
-sequence are dropped. Positions count real tokens only and padding keys are masked (llama.positions_and_mask),
+sequence are dropped. Positions count real tokens only and padding keys are masked (attention.positions_and_mask),
 so a sequence's logits do not depend on its neighbours, beyond float noise.
 
 Stop strings are checked incrementally: each step searches only the end of the text that could hold a stop string
@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from harness.models.adapter import _sample, left_padded
+from harness.models.attention import KVCache, ReferenceModel
 from harness.systems.profiler import UNTIMED
 from harness.engine.requests import GenerateRequest
 
@@ -42,11 +43,14 @@ class Sequence:
 
 class ContinuousBatcher:
     def __init__(self, adapter, batch_size: int, progress: Callable[[int], None] | None):
-        self.adapter, self.model, self.device = adapter, adapter.model, adapter.device
+        self.adapter, self.device = adapter, adapter.device
+        self.model: ReferenceModel = adapter.model
         self.tokenizer, self.eos = adapter.tokenizer, adapter.tokenizer.eos_token_id
         self.batch_size, self.progress = batch_size, progress
         self.active: list[Sequence] = []
-        self.cache, self.mask = None, None  # the batch's KV cache and its (batch, length) real-token mask
+        # The batch's KV cache and its (batch, length) real-token mask.
+        self.cache: KVCache | None = None
+        self.mask: torch.Tensor | None = None
         self.live_timelines: list[Any] = []
 
     def run(self, requests: list[GenerateRequest], encoded: list[list[int]], generators: list[torch.Generator]
@@ -155,7 +159,7 @@ class ContinuousBatcher:
             self.cache.keys[layer] = self.cache.keys[layer][rows, :, first:]
             self.cache.values[layer] = self.cache.values[layer][rows, :, first:]
 
-    def _merge(self, cache, mask: torch.Tensor) -> None:
+    def _merge(self, cache: KVCache, mask: torch.Tensor) -> None:
         """Adds a joining group's cache and mask to the batch's, left-padding the shorter to the longer."""
         if self.cache is None:
             self.cache, self.mask = cache, mask

@@ -2,8 +2,8 @@
 
 Learned token and position embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
 LayerNorm and an output head tied to the token embedding. It mirrors the reference LLaMA (harness.models.llama):
-the same KV cache, the same forward(input_ids, attention_mask, cache) and the same left-padding semantics, so
-either model can sit behind the same adapter.
+the same KV cache, the same forward(input_ids, attention_mask, cache) and the same left-padding semantics
+(harness.models.attention), so either model can sit behind the same adapter.
 
 Parameter names are Hugging Face's (`transformer.h.0.attn.c_attn`, ...), but every projection is an nn.Linear,
 which is what quantization and LoRA code look for. Hugging Face stores GPT-2's projections as `Conv1D` weights of
@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UserError
-from harness.models.llama import KVCache, SharedPrefixCache, positions_and_mask, shared_prefix_attention
+from harness.models.attention import KVCache, SharedPrefixCache, positions_and_mask, shared_prefix_attention
+from harness.models.checkpoint import fill_model, load_state_dict
 
 # The two GELUs of GPT-2 configs: "gelu_new" (what GPT-2 was trained with) is the tanh approximation.
 GELU_APPROXIMATION = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -70,6 +71,10 @@ class GPTConfig:
         return self.n_layer
 
     @property
+    def num_attention_heads(self) -> int:
+        return self.n_head
+
+    @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
@@ -99,7 +104,7 @@ class Attention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:  # a GPT-2 option some later checkpoints trained with
             self.scale /= layer_index + 1
 
-    def forward(self, x, mask, cache: KVCache | None):
+    def forward(self, x, mask, cache: KVCache | SharedPrefixCache | None):
         batch, seq, width = x.shape
         q, k, v = self.c_attn(x).split(width, dim=-1)
         q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -165,7 +170,7 @@ class GPT(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | SharedPrefixCache | None = None,
         head: bool = True,
     ) -> torch.Tensor:
         """Logits (batch, seq, vocab) for every position of `input_ids` (batch, seq); with head=False the final
@@ -179,7 +184,7 @@ class GPT(nn.Module):
         if past + input_ids.shape[1] > self.config.n_positions:  # learned positions end there, unlike rotary ones
             raise ValueError(f"{past + input_ids.shape[1]} positions exceed the model's n_positions "
                              f"({self.config.n_positions})")
-        positions, mask = positions_and_mask(input_ids, attention_mask, past)  # the LLaMA's own
+        positions, mask = positions_and_mask(input_ids, attention_mask, past)  # the LLaMA's too
         x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)
         for block in self.transformer.h:
             x = block(x, mask, cache)
@@ -208,8 +213,6 @@ def to_reference_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def load_gpt2(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> GPT:
     """Builds the model from `config.json` and loads every `*.safetensors` in a Hugging Face GPT-2 folder."""
-    from harness.models.checkpoint import fill_model, load_state_dict
-
     folder = Path(folder)
     config = GPTConfig.from_json(folder / "config.json")
     with torch.device("meta"):

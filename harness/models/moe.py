@@ -31,9 +31,9 @@ Expert load is counted as the model runs: tokens routed to each expert, per laye
 `reset_expert_load`). Every position the model is given counts, padding included. The load-balance coefficient
 is the coefficient of variation of tokens per expert, std / mean (population std), whose square Shazeer et al.
 2017 ("Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer", ICLR 2017, section 4)
-penalise as their load loss: 0 when every expert gets the same number of tokens, sqrt(E / K - 1) when every token goes to the same
-K experts. It is chosen over the Switch Transformer's E * sum_i f_i * P_i because it needs only the counts,
-whereas P_i needs router probabilities, which the gate-activation router does not produce.
+penalise as their load loss: 0 when every expert gets the same number of tokens, sqrt(E / K - 1) when every token
+goes to the same K experts. It is chosen over the Switch Transformer's E * sum_i f_i * P_i because it needs only
+the counts, whereas P_i needs router probabilities, which the gate-activation router does not produce.
 """
 
 from __future__ import annotations

@@ -22,14 +22,22 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any, Sequence
 
 import httpx
 import torch
 
+from harness.engine.model import LanguageModel, Progress
+from harness.engine.requests import (
+    GenerateRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    RollingLoglikelihoodRequest,
+)
 from harness.errors import CapabilityMissing, UserError
 from harness.models.adapter import move_trailing_whitespace
-from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
+from harness.systems.profiler import Profiler
 
 RETRIES = 6
 BACKOFF_S = 0.5  # the first wait; it doubles each retry, with jitter, up to MAX_BACKOFF_S
@@ -37,13 +45,13 @@ MAX_BACKOFF_S = 30.0
 TIMEOUT_S = 300.0  # per call; HARNESS_OPENAI_TIMEOUT overrides it
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(LanguageModel):
     implementation = "openai-api"
 
-    def __init__(self, spec: str, served_model: str, base_url: str):
+    def __init__(self, spec: str, served_model: str, base_url: str, profiler: Profiler | None = None):
         self.spec, self.served_model, self.base_url = spec, served_model, base_url.rstrip("/")
+        self.profiler = profiler  # times each task's wall clock; the server's batches are not seen from here
         self.device, self.dtype = torch.device("cpu"), "remote"  # the model runs elsewhere; this process waits
-        self.profiler = None
         self.chat = False  # set by apply_chat_template: prompts are then message lists for chat completions
         self._echoes: bool | None = None  # whether the server scores prompts (echo with logprobs), once probed
         self.concurrency = int(os.environ.get("HARNESS_OPENAI_CONCURRENCY", "8"))
@@ -93,18 +101,29 @@ class OpenAIAdapter:
                     "max_tokens=0, logprobs=1 (vLLM and `harness serve` do)")
         return None
 
-    def truncates(self, request) -> bool:
-        return False  # the server decides; its window is not known here
+    # truncates: the server decides, and its window is not known here (the interface's default, False).
+
+    def working_on(self, task: str):
+        return self.profiler.task(task) if self.profiler else nullcontext()
+
+    def close(self) -> None:
+        self.client.close()
 
     # ---- requests ----------------------------------------------------------------------------------------
 
-    def loglikelihood(self, requests: Sequence, batch_size=None, progress=None) -> list[LoglikelihoodResult]:
+    # The server batches; `batch_size` does not apply to it.
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], batch_size: int | None = None,
+                      progress: Progress | None = None, seed: int = 0,
+                      occurrences: Sequence[int] | None = None) -> list[LoglikelihoodResult]:
         return self._all(requests, self._loglikelihood, progress)
 
-    def loglikelihood_rolling(self, requests: Sequence, batch_size=None, progress=None) -> list[float]:
+    def loglikelihood_rolling(self, requests: Sequence[RollingLoglikelihoodRequest], batch_size: int | None = None,
+                              progress: Progress | None = None, seed: int = 0,
+                              occurrences: Sequence[int] | None = None) -> list[float]:
         raise CapabilityMissing(self.cannot_answer(RollingLoglikelihoodRequest("")))
 
-    def generate_until(self, requests: Sequence[GenerateRequest], batch_size=None, progress=None, seed: int = 0,
+    def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = None,
+                       progress: Progress | None = None, seed: int = 0,
                        occurrences: Sequence[int] | None = None) -> list[str]:
         return self._all(requests, lambda r: self._generate(r, seed), progress)
 

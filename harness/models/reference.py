@@ -8,44 +8,51 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from harness.errors import UserError
-from harness.models.adapter import ModelAdapter
+from harness.models.adapter import Generation, ModelAdapter
+from harness.models.attention import ReferenceModel
+from harness.models.generation import ContinuousBatcher
+from harness.models.gpt import load_gpt2
+from harness.models.llama import load_llama
+from harness.models.lora import apply_lora
+from harness.models.mixtral import load_mixtral
+from harness.models.packed_linear import pack_linear_layers
+from harness.models.scoring import Scorer
 from harness.models.tokenizer import load_tokenizer
+from harness.models.variants import check_variant, family_of
+from harness.systems.profiler import Profiler
+
+# The loader of each config.json model_type: (folder, dtype=, device=) -> the model, a ReferenceModel.
+LOADERS: dict[str, Callable[..., ReferenceModel]] = {"llama": load_llama, "gpt2": load_gpt2, "mixtral": load_mixtral}
+SUPPORTED_MODEL_TYPES = tuple(LOADERS)
 
 
-def load_reference_model(folder: Path, model_type: str, dtype: torch.dtype, device: str) -> torch.nn.Module:
-    if model_type == "llama":
-        from harness.models.llama import load_llama
-        return load_llama(folder, dtype=dtype, device=device)
-    if model_type == "gpt2":
-        from harness.models.gpt import load_gpt2
-        return load_gpt2(folder, dtype=dtype, device=device)
-    if model_type == "mixtral":
-        from harness.models.mixtral import load_mixtral
-        return load_mixtral(folder, dtype=dtype, device=device)
-    raise UserError(f"{folder}: model_type {model_type!r} has no reference implementation "
-                    f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+def loader_of(folder: Path, model_type: str | None) -> Callable[..., ReferenceModel]:
+    if model_type not in LOADERS:
+        raise UserError(f"{folder}: model_type {model_type!r} has no reference implementation "
+                        f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    return LOADERS[model_type]
 
 
-SUPPORTED_MODEL_TYPES = ("llama", "gpt2", "mixtral")
+def load_reference_model(folder: Path, model_type: str, dtype: torch.dtype, device: str) -> ReferenceModel:
+    return loader_of(folder, model_type)(folder, dtype=dtype, device=device)
 
 
 class ReferenceAdapter(ModelAdapter):
     def __init__(self, spec: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 weights_sha256: str | None = None):
+                 weights_sha256: str | None = None, profiler: Profiler | None = None):
         self.spec = spec
         self.folder = Path(folder)
         config = read_config(self.folder)
         model_type = config.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise UserError(f"{self.folder}: model_type {model_type!r} has no reference implementation "
-                            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+        load = loader_of(self.folder, model_type)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model = load_reference_model(self.folder, model_type, dtype, device)
+        self.model = load(self.folder, dtype=dtype, device=device)
         self.tokenizer = load_tokenizer(self.folder)
         self.max_length = self.model.config.max_position_embeddings
         self.weights_sha256 = weights_sha256
@@ -54,37 +61,19 @@ class ReferenceAdapter(ModelAdapter):
         # Counted before any variant: quantized layers keep their weights in buffers, not parameters.
         self.parameter_count = sum(p.numel() for p in self.model.parameters())
         self.packed_linear_layers = 0
+        self.profiler = profiler
 
     def pack_linear_layers(self) -> None:
         """fp32 linear layers on a CPU run through oneDNN with packed weights (harness/models/packed_linear.py).
         Called last, once LoRA and any variant have replaced the layers they replace."""
-        from harness.models.packed_linear import pack_linear_layers
-
         self.packed_linear_layers += pack_linear_layers(self.model)
 
     def apply_lora(self, adapter_folder: Path, merge: bool = False) -> None:
-        from harness.models.lora import apply_lora
-
         self.changes["lora"] = apply_lora(self.model, adapter_folder, merge=merge)
 
     def apply_variant(self, variant: str) -> None:
-        from harness.models.registry import MOE_VARIANT
-
-        moe = MOE_VARIANT.fullmatch(variant)
-        if moe:
-            from harness.models.moe import moefy
-
-            if "lora" in self.changes and not self.changes["lora"]["merged"]:
-                raise UserError(f":{variant} splits the MLP weights into experts; an unmerged LoRA would be lost "
-                                "there: use +lora=PATH,merge")
-
-            report = moefy(self.model, experts=int(moe.group(1)), top_k=int(moe.group(2)))
-        else:
-            from harness.models.quantize import quantize, random_token_calibration
-
-            # int4 fits weigh each input channel by its measured mean square, from random tokens (no data needed).
-            calibrate = random_token_calibration(self.model.config.vocab_size, length=min(1024, self.max_length))
-            report = quantize(self.model, variant, calibrate=calibrate)
+        """Applies a variant (harness/models/variants.py) to the model, in place, after any LoRA."""
+        report = check_variant(variant).apply(self.model, variant, self.changes)
         self.changes["variant"] = {"name": variant, **report}
 
     @property
@@ -101,11 +90,10 @@ class ReferenceAdapter(ModelAdapter):
         info = {**super().info(), **self.changes}
         info["parameters"] = self.changes.get("variant", {}).get("total_parameters", self.parameter_count)
         info["packed_linear_layers"] = self.packed_linear_layers
-        if self.changes.get("variant", {}).get("name", "").startswith("moe-"):
-            from harness.models.moe import expert_load
-
+        family = family_of(info["variant"]["name"]) if "variant" in info else None
+        if family is not None and family.after_run is not None:
             # Counted as the model ran: read at the end of a run, it covers every request of the run.
-            info["variant"] = {**info["variant"], "expert_load": expert_load(self.model)}
+            info["variant"] = {**info["variant"], **family.after_run(self.model)}
         return info
 
     # The plain paths (ModelAdapter's: every input computed whole with every position's logits; generation in
@@ -115,16 +103,11 @@ class ReferenceAdapter(ModelAdapter):
     def _score_token_pairs(self, pairs, batch_size, on_done, kind):
         if self.plain_paths:
             return super()._score_token_pairs(pairs, batch_size, on_done, kind)
-        from harness.models.scoring import Scorer
-
         return Scorer(self, batch_size, kind).score(pairs, on_done)
 
     def _generate_all(self, requests, rendered, generators, batch_size, progress):
         if self.plain_paths:
             return super()._generate_all(requests, rendered, generators, batch_size, progress)
-        from harness.models.adapter import Generation
-        from harness.models.generation import ContinuousBatcher
-
         results = ContinuousBatcher(self, batch_size, progress).run(list(requests), rendered, generators)
         return [Generation(*fields) for fields in results]
 

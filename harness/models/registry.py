@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
-from harness.models.quantize import SCHEMES
+from harness.models import sources
+from harness.models.lora import parse_lora_suffix
+from harness.models.openai_api import OpenAIAdapter
+from harness.models.reference import ReferenceAdapter
+from harness.models.transformers_peer import TransformersAdapter
+from harness.models.variants import LISTED_VARIANTS, check_variant, is_variant_shaped
+from harness.systems.profiler import Profiler
 
 NAMED_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA, 135M parameters), from the packaged GGUF or the Hub",
@@ -29,12 +35,6 @@ PATH_PREFIXES = {
     "hf": "a local Hugging Face folder or Hub repository id, in the reference implementation",
     "transformers": "a local Hugging Face folder in transformers' implementation (the peer)",
 }
-VARIANTS = {
-    **SCHEMES,
-    "moe-eEkK": "each MLP split into E experts whose sum is the dense MLP; a router runs the top K per token "
-                "(e.g. moe-e8k2)",
-}
-MOE_VARIANT = re.compile(r"moe-e(\d+)k(\d+)")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -52,8 +52,6 @@ def parse_spec(text: str) -> ModelSpec:
     text = text.strip()
     lora, merge = None, False
     if "+lora=" in text:
-        from harness.models.lora import parse_lora_suffix
-
         text, suffix = text.split("+lora=", 1)
         lora, merge = parse_lora_suffix(suffix)
         lora = str(lora)
@@ -88,34 +86,17 @@ def parse_spec(text: str) -> ModelSpec:
     return spec
 
 
-def is_variant_shaped(text: str) -> bool:
-    return text in VARIANTS or bool(MOE_VARIANT.fullmatch(text))
-
-
-def check_variant(variant: str) -> None:
-    moe = MOE_VARIANT.fullmatch(variant)
-    if moe:
-        experts, top_k = int(moe.group(1)), int(moe.group(2))
-        if not 1 <= top_k <= experts:
-            raise UserError(f"variant {variant!r}: need 1 <= K <= E experts")
-        return
-    if variant not in VARIANTS or variant == "moe-eEkK":
-        raise UserError(f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)}")
-
-
 def list_models() -> list[tuple[str, str]]:
     rows = list(NAMED_MODELS.items()) + [(p + ":PATH", d) for p, d in PATH_PREFIXES.items()]
     rows += [("openai:MODEL@URL", "MODEL behind an OpenAI-compatible server (vLLM, TGI, harness serve)")]
-    rows += [(f"  :{variant}", description) for variant, description in VARIANTS.items()]
+    rows += [(f"  :{variant}", description) for variant, description in LISTED_VARIANTS.items()]
     return rows + [("  +lora=PATH[,merge]", "a PEFT LoRA adapter, kept separate or merged into the weights")]
 
 
-def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=print):
-    """Parses a spec and returns a loaded ModelAdapter."""
-    from harness.models import sources
-    from harness.models.reference import ReferenceAdapter
-    from harness.models.transformers_peer import TransformersAdapter
-
+def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=print,
+               profiler: Profiler | None = None):
+    """Parses a spec and returns a loaded ModelAdapter; `profiler`, when given, times its batches (not an
+    openai: model's, which runs elsewhere)."""
     spec = parse_spec(text)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was given but no CUDA GPU is available here; use --device cpu")
@@ -124,14 +105,12 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
     torch_dtype = DTYPES[dtype]
 
     if spec.name == "openai":
-        from harness.models.openai_api import OpenAIAdapter
-
         return OpenAIAdapter(text, spec.served_model, spec.path)
     if spec.name == "transformers":
         folder = Path(spec.path).expanduser()
         if not folder.is_dir():
             raise UserError(f"transformers:PATH needs a local model folder; {spec.path!r} is not one")
-        return TransformersAdapter(text, folder, device, torch_dtype)
+        return TransformersAdapter(text, folder, device, torch_dtype, profiler=profiler)
     if spec.name == "smollm2-135m":
         folder = sources.smollm2_folder(progress)
     else:  # hf:PATH, a local folder or else a Hub repository id
@@ -143,7 +122,7 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         elif folder.is_file():
             raise UserError(f"hf:PATH takes a model folder or a .gguf file; {folder} is neither")
     recorded = sources.recorded_fingerprint(folder)  # converted folders know their weights' sha256
-    adapter = ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded)
+    adapter = ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded, profiler=profiler)
     if spec.lora is not None:
         adapter.apply_lora(Path(spec.lora).expanduser(), merge=spec.lora_merge)
     if spec.variant is not None:

@@ -6,7 +6,7 @@ continuation's positions give its loglikelihood. Three kinds of work are not rep
   - Inputs that share a prefix share its keys and values. Inputs are sorted, so that shared prefixes are
     neighbours. A run of inputs sharing enough tokens (prefix_groups) computes the prefix once, with a batch of
     one; the rest of each input runs in batches on top of its cache, which every row reads without a copy
-    (llama.shared_prefix_attention). Every question of an MMLU subject shares its 5-shot preamble. Within a
+    (attention.shared_prefix_attention). Every question of an MMLU subject shares its 5-shot preamble. Within a
     group the same happens again: TruthfulQA mc2's answers to one question share the QA preamble (level one)
     and the question (level two), so the question's context is computed once for all its continuations.
   - The output head runs only where a continuation is predicted, in chunks: for SmolLM2 it is a fifth of a
@@ -25,9 +25,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import psutil
 import torch
 
-from harness.models.llama import SharedPrefixCache
+from harness.models.attention import ReferenceModel, SharedPrefixCache
 from harness.engine.requests import LoglikelihoodResult
 
 MAX_POSITIONS = 16384  # with a fixed batch size; and the most the auto budget gives a GPU
@@ -102,13 +103,11 @@ def batches(ordered: list[tuple[int, ...]], start: int, batch_size: int | None,
         yield batch
 
 
-def auto_max_positions(model: torch.nn.Module, device: torch.device) -> int:
+def auto_max_positions(model: ReferenceModel, device: torch.device) -> int:
     """Padded positions per batch (at most CPU_AUTO_POSITIONS on a CPU, MAX_POSITIONS on a GPU) whose activations
     take at most a quarter of the memory free now. Per position about 12 hidden-sized and 3 intermediate-sized
     fp32 vectors live at once (inference frees each layer's as the next starts); the head's logits are bounded
     separately (HEAD_CHUNK)."""
-    import psutil
-
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     hidden = model.lm_head.in_features
     intermediate = max([m.out_features for m in linears if m is not model.lm_head] + [hidden])
@@ -126,10 +125,11 @@ def out_of_memory(error: BaseException) -> bool:
 
 
 class Scorer:
-    """Scores token pairs on `adapter`'s reference model (one with new_cache() and forward(..., head=False))."""
+    """Scores token pairs on `adapter`'s reference model (attention.ReferenceModel)."""
 
     def __init__(self, adapter, batch_size: int | None, kind: str):
-        self.adapter, self.model, self.device = adapter, adapter.model, adapter.device
+        self.adapter, self.device = adapter, adapter.device
+        self.model: ReferenceModel = adapter.model
         self.batch_size, self.kind = batch_size, kind
         self.max_positions = MAX_POSITIONS if batch_size else auto_max_positions(self.model, self.device)
 
@@ -162,8 +162,7 @@ class Scorer:
     def _positions_after(self, prefix_length: int) -> int:
         """The position budget of batches over a prefix: their attention scores against it (positions x heads x
         prefix x 4 bytes) stay within PREFIX_SCORES_BYTES too."""
-        config = self.model.config
-        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+        heads = self.model.config.num_attention_heads
         return max(1, min(self.max_positions, PREFIX_SCORES_BYTES // (4 * heads * max(1, prefix_length))))
 
     def _score_batch_or_split(self, batch: list[tuple[int, ...]], prefix: Prefix) -> None:

@@ -69,6 +69,7 @@ def packaged_smollm2_gguf() -> Path | None:
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantizes a GGUF into a Hugging Face folder (fp32 safetensors, config.json, tokenizer) at `target`."""
+    # Deferred: transformers' GGUF reader is heavy, and only a first run (or a user's GGUF) converts.
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -115,6 +116,7 @@ def hub_folder(repo_id: str) -> Path:
     """A Hub repository's snapshot folder: from the local Hub cache, or downloaded when the Hub can be reached."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise UserError(f"{repo_id!r} is neither an existing folder nor a Hugging Face Hub repository id")
+    # Deferred: huggingface_hub is needed only for a Hub repository id.
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -8,7 +8,7 @@ from harness.errors import UserError
 
 
 def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: transformers takes seconds to import
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

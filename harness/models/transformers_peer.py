@@ -13,14 +13,18 @@ import torch
 from harness.models.adapter import ModelAdapter
 from harness.models.reference import read_config
 from harness.models.tokenizer import load_tokenizer
+from harness.systems.profiler import Profiler
 
 
 class TransformersAdapter(ModelAdapter):
-    def __init__(self, spec: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, spec: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 profiler: Profiler | None = None):
+        # Deferred: transformers' model classes take seconds to import, and only the peer needs them.
         import transformers
         from transformers import AutoModelForCausalLM
 
         self.spec = spec
+        self.profiler = profiler
         self.folder = Path(folder)
         config = read_config(self.folder)
         self.device = torch.device(device)

@@ -10,21 +10,22 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from harness.record.atomic import write_atomic
 from harness.errors import UserError
+from harness.record.atomic import write_atomic
 from harness.record.tables import results_frame, systems_rows
 
 PACKAGES = ["harness", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"]
 
 
 def environment() -> dict:
-    import torch
+    import torch  # deferred: only a run writes its environment; report and gate read records without torch
 
     versions = {}
     for package in PACKAGES:
@@ -41,11 +42,16 @@ def environment() -> dict:
     }
 
 
-def check_output_folder(folder: Path) -> None:
-    """Fails before any work if the run folder cannot be written (not after an hour of evaluation)."""
+def check_output_folder(folder: Path) -> bool:
+    """Fails before any work if the run folder cannot be written (not after an hour of evaluation). An existing
+    empty folder is taken (what `mktemp -d` gives a script); a folder with anything in it is refused. Returns
+    whether the folder already existed, so that a failed run removes only what it made."""
     if folder.exists():
-        raise UserError(f"output folder {folder} already exists; choose another --output")
-    parent = folder.parent
+        if not folder.is_dir():
+            raise UserError(f"output {folder} is a file; choose a folder for --output")
+        if any(folder.iterdir()):
+            raise UserError(f"output folder {folder} already exists and is not empty; choose another --output")
+    parent = folder if folder.exists() else folder.parent
     if parent.exists() and not parent.is_dir():
         raise UserError(f"cannot write the run into {folder}: {parent} is a file")
     try:
@@ -56,6 +62,16 @@ def check_output_folder(folder: Path) -> None:
         Path(tempfile.mkdtemp(prefix=".harness-probe-", dir=parent)).rmdir()
     except OSError as error:
         raise UserError(f"cannot write the run into {parent}: {error.strerror}") from None
+    return folder.exists()
+
+
+def remove_run(folder: Path, existed: bool) -> None:
+    """Removes a run that bad input stopped: the folder, or only its contents if the user made it."""
+    if not existed:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 INVOCATION = "run.json"  # written when a run starts: what `harness run --resume` reads back
@@ -63,7 +79,7 @@ INVOCATION = "run.json"  # written when a run starts: what `harness run --resume
 
 def start_run(folder: Path, invocation: dict) -> None:
     """Creates the run folder with only run.json in it: the command, so that an interrupted run can resume."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # check_output_folder has refused a folder with anything in it
     write_atomic(folder / INVOCATION, json.dumps(invocation, indent=2) + "\n")
 
 

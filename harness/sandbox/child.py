@@ -23,7 +23,7 @@ import sys
 
 def leave_network() -> str:
     """A new network namespace: sockets can be made but reach nothing. Returns how the network was cut."""
-    import ctypes
+    import ctypes  # deferred: imported before any untrusted code runs, and only to call unshare(2)
 
     clone_newnet, clone_newuser = 0x40000000, 0x10000000
     libc = ctypes.CDLL(None, use_errno=True)

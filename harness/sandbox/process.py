@@ -34,6 +34,9 @@ from pathlib import Path
 from queue import Queue
 from typing import Callable
 
+from harness.config import SandboxConfig
+from harness.errors import UserError
+
 CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
 OUTPUT_KEPT = 2000  # characters of stdout and of stderr kept per run
 SCRUBBED_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
@@ -231,8 +234,17 @@ def read_truncated(path: Path) -> str:
     return text + (f"\n[... {size - OUTPUT_KEPT} more bytes not kept]" if size > OUTPUT_KEPT else "")
 
 
+def make_sandbox(config: SandboxConfig) -> Sandbox:
+    """The sandbox a run or score-code asked for (--code-timeout, --code-workers)."""
+    if config.timeout_s <= 0:
+        raise UserError("--code-timeout must be more than 0 seconds")
+    return Sandbox(Limits(timeout_s=config.timeout_s), workers=config.workers)
+
+
 def runner_with_progress(sandbox: Sandbox) -> Callable[[list[list[str]]], list[dict]]:
     """The function tasks are lent to run programs: the sandbox, with a progress bar."""
+    # Deferred: apart from this progress bar the sandbox needs only the standard library, and its tests run it as an
+    # unprivileged user under the system's bare interpreter.
     from tqdm import tqdm
 
     def run_programs(programs: list[list[str]]) -> list[dict]:

@@ -119,6 +119,6 @@ def prompt_logprobs(adapter, prompt: str) -> dict[str, Any]:
 
 
 def serve(adapter, host: str, port: int) -> None:
-    import uvicorn
+    import uvicorn  # deferred: only `harness serve` starts a server; tests call the app directly
 
     uvicorn.run(make_app(adapter), host=host, port=port, log_level="warning")

@@ -58,7 +58,7 @@ class _Poller:
 def process_peak_rss_bytes() -> int | dict:
     """The kernel's high-water mark of this process's resident set since it started (getrusage's ru_maxrss)."""
     try:
-        import resource
+        import resource  # deferred: Unix only
     except ImportError:
         return not_available("resource.getrusage is not available on this platform")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -122,7 +122,7 @@ def open_nvml(pynvml: Any = None) -> tuple[Any, str | None]:
     or a stand-in for tests; None imports the real one."""
     if pynvml is None:
         try:
-            import pynvml
+            import pynvml  # deferred: optional, NVIDIA GPUs only
         except ImportError as error:
             return None, f"no NVML bindings (pip install nvidia-ml-py): {error}"
     try:

@@ -42,6 +42,7 @@ import torch
 
 from harness.systems.hardware import MemorySampler, NvmlSampler, is_not_available, not_available
 
+
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 95, 99)) -> dict:
     """{"n", "mean", "p50", ...}. A percentile interpolates linearly between the closest ranks: for sorted values
     x_0..x_{n-1} and h = (n - 1) q / 100 it is x_floor(h) + (h - floor(h)) (x_ceil(h) - x_floor(h)), Hyndman and

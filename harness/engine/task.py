@@ -1,0 +1,113 @@
+"""The task interface: what a benchmark file (tasks/) provides to the engine, and the options the engine lends it.
+
+A task loads its documents, turns each into requests (harness.engine.requests), turns the responses into per-sample
+scores, and names how each metric aggregates. It never sees the model or the evaluator: a benchmark file imports
+this module, the request and prompt types and harness.errors, and nothing else of the harness.
+
+A context may be a `Prompt` (harness.engine.prompts), so that the engine can apply a chat template when the user asks.
+The run record names a task's prompts by a hash of the requests the engine renders and sends (every field: text,
+continuation, stop strings, max tokens, sampling), so there is no hand-written copy of a prompt to keep in step.
+
+Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr):
+  "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
+  "std"                  the sample standard deviation (n - 1) of per-sample values
+  "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
+  "bits_per_byte"        -sum(loglikelihood) / sum(bytes) / ln 2 over (loglikelihood, bytes) samples
+  "mcc", "f1"            Matthews correlation and F1 (positive label 1) over (gold, predicted) label samples
+  "pearson", "spearman"  correlation over (predicted, gold) value samples
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.engine.requests import Request
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What the user chose that a task may need; each task reads what applies to it."""
+
+    num_fewshot: int | None = None  # None: the task's own default
+    data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
+    samples: int | None = None  # generations per document for sampling tasks (humaneval, realtoxicityprompts)
+    temperature: float | None = None  # their sampling temperature
+    fewshot_seed: int = 1234  # the run's --seed, for tasks that draw few-shot examples at random (gsm8k)
+    # Services the engine lends to tasks that need them, so that tasks never import the engine:
+    run_programs: Callable[[list[list[str]]], list[dict]] | None = None  # the code sandbox; None: not allowed
+    toxicity_scorer: Callable[[], Any] | None = None  # gives the one toxicity scorer of the run (harness/toxicity.py)
+
+    def fewshot(self, default: int) -> int:
+        return default if self.num_fewshot is None else self.num_fewshot
+
+
+@dataclass
+class Doc:
+    id: str  # stable within the task: the row's index in its file
+    fields: dict[str, Any]
+
+
+@dataclass
+class Metric:
+    name: str
+    aggregation: str = "mean"
+    higher_is_better: bool = True
+
+
+@dataclass
+class Task(ABC):
+    name: str
+    version: str = "1"
+    num_fewshot: int = 0
+    metrics: list[Metric] = field(default_factory=list)
+
+    @abstractmethod
+    def docs(self) -> list[Doc]:
+        """The evaluation documents, in the order the benchmark defines."""
+
+    @abstractmethod
+    def requests(self, doc: Doc) -> list[Request]:
+        """What to ask the model about one document."""
+
+    @abstractmethod
+    def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
+        """Per-sample values for each metric, from the responses to `requests(doc)`, in the same order."""
+
+    def score_all(self, answered: list[tuple[Doc, list[Any]]]) -> list[dict[str, Any]]:
+        """Per-sample values for many documents at once; a task whose scoring is costly (running code, a
+        classifier) overrides this to work in batches."""
+        return [self.score(doc, responses) for doc, responses in answered]
+
+    @abstractmethod
+    def target(self, doc: Doc) -> Any:
+        """The reference answer, as recorded in samples.jsonl."""
+
+    def headline(self, result: dict[str, Any]) -> tuple[float, float | None]:
+        """The task's one number and its stderr, from its aggregated result: what a macro-averaged group (GLUE)
+        averages."""
+        name = self.metrics[0].name
+        return result[name], result.get(name + "_stderr")
+
+    def settings(self) -> dict[str, Any]:
+        """Task-specific choices that decide its numbers (samples, scorer, ...), for the run record."""
+        return {}
+
+    def data_files(self) -> list[Path]:
+        """Files whose sha256 identifies the data in the run record."""
+        return []
+
+    def fewshot_ids(self) -> list[str]:
+        return []
+
+    def breakdown(self) -> dict[str, Any] | None:
+        """The report table, beside the quality table, in which this task has its own row, or None. The run record
+        keeps it, so that reports build the table from the record alone and never import a task:
+            {"table": "mmlu",                          the table's id (and its CSV file's name)
+             "title": "MMLU by subject and category",  its heading
+             "metrics": ["acc"],                       the metrics it shows
+             "columns": {"category": "stem", "subject": "anatomy"}}   this task's values of the table's own
+                                                       columns, which also sort its rows"""
+        return None

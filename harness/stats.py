@@ -1,4 +1,4 @@
-"""Aggregations that tasks name by string (see tasks/base.py), and their standard errors.
+"""Aggregations that tasks name by string (see harness/engine/task.py), and their standard errors.
 
 stderr of a mean is the sample standard deviation (n - 1) over sqrt(n), as lm-eval reports it. Perplexity-like
 aggregates and correlations are not means of independent samples, so their stderr is a bootstrap over documents.

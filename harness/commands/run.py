@@ -131,8 +131,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         "harness_version": __version__,
         "created": started.isoformat(),
         "command": command,
-        "invocation": invocation,
-        "config": config.to_json(),
+        "invocation": {key: value for key, value in invocation.items() if key != "config"},  # config: below
+        "config": invocation["config"],
         "model": {"spec": config.model.spec, "fingerprint": adapter.fingerprint, **adapter.info()},
         "settings": {
             "tasks": task_names, "limit": config.tasks.limit, "num_fewshot": config.tasks.num_fewshot,

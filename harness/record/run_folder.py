@@ -71,7 +71,10 @@ def remove_run(folder: Path, existed: bool) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for entry in folder.iterdir() if folder.is_dir() else []:
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 INVOCATION = "run.json"  # written when a run starts: what `harness run --resume` reads back

@@ -9,8 +9,10 @@ comparison: one row per run (model, variant, bytes, headline quality, tokens/s, 
   comparing models and variants side by side.
 failures: the documents a run got wrong (prompt, response, target), for the HTML report's drill-down.
 
-The 95 % interval is value +- 1.96 stderr, the normal approximation behind lm-eval's stderr (for a mean of 0/1
-scores, stderr is the sample standard deviation over sqrt(n)); where a metric has no stderr there is no interval.
+The 95 % interval is the one the run recorded beside each stderr ("<metric>_ci95", harness/stats.py and
+docs/statistics.md: Wilson's for a mean of 0/1 scores, Student's t or a bootstrap percentile interval otherwise).
+A record written before results carried intervals, or a metric without one (n < 2), leaves it empty: the report
+does not rebuild one as value +- 1.96 stderr, which leaves [0, 1] at small n.
 """
 
 from __future__ import annotations
@@ -21,12 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.record.run_folder import read_run
 from harness.errors import UserError
-from harness.record.tables import SYSTEMS_COLUMNS
-from harness.record.tables import lookup, systems_frame
-
-Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+from harness.record.run_folder import read_run
+from harness.record.tables import SYSTEMS_COLUMNS, is_metric, lookup, systems_frame
 
 
 @dataclass
@@ -58,7 +57,7 @@ def top_level(results: dict) -> list[str]:
 
 
 def metric_names(values: dict) -> list[str]:
-    return [key for key in values if key not in ("n", "members", "aggregation") and not key.endswith("_stderr")]
+    return [key for key in values if is_metric(key)]
 
 
 def higher_is_better(record: dict, task: str, metric: str) -> bool:
@@ -76,7 +75,7 @@ def quality_frame(run: Run) -> pd.DataFrame:
     for task, values in run.record["results"].items():
         for metric in metric_names(values):
             value, stderr = values[metric], values.get(metric + "_stderr")
-            interval = (value - Z_95 * stderr, value + Z_95 * stderr) if stderr is not None else (None, None)
+            interval = values.get(metric + "_ci95") or (None, None)
             rows.append({"run": run.label, "task": task, "kind": "group" if "members" in values else "task",
                          "headline": task in headline, "metric": metric, "value": value, "stderr": stderr,
                          "ci95_low": interval[0], "ci95_high": interval[1], "n": values["n"],

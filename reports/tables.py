@@ -11,9 +11,9 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 
-from harness.record.tables import RESULT_COLUMNS as COLUMNS
 from harness.record.tables import results_frame
 
+COLUMNS = ["task", "metric", "value", "stderr", "95 % CI", "n"]
 CAPTIONS = {"pooled": "pooled groups weigh each task by its size", "macro": "glue is the mean of its tasks' scores"}
 
 
@@ -49,27 +49,37 @@ def _caption(results: dict[str, dict]) -> str | None:
     return "; ".join(CAPTIONS.get(kind, kind) for kind in kinds) or None
 
 
+def _interval(low, high, digits: int) -> str | None:
+    """`[low, high]`, or None where the record has no interval (n < 2, or written before results carried one)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return None
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def _rich_table(frame: pd.DataFrame, title: str, caption: str | None) -> Table:
     table = Table(title=title, caption=caption)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("task", "metric") else "right",
-                         no_wrap=column == "task")
+                         no_wrap=column in ("task", "95 % CI"))
     for row in frame.itertuples(index=False):
         stderr = "n/a" if pd.isna(row.stderr) else f"{row.stderr:.4f}"
-        table.add_row(row.task, row.metric, f"{row.value:.4f}", stderr, str(row.n))
+        interval = _interval(row.ci95_low, row.ci95_high, 4) or "n/a"
+        table.add_row(row.task, row.metric, f"{row.value:.4f}", stderr, interval, str(row.n))
     return table
 
 
 def _compact(group: str, tasks: dict[str, dict]) -> Columns:
-    """Each task of a group as `name value±stderr` (names without the prefix they share), as many to a line as the
-    terminal holds."""
+    """Each task of a group as `name value [95 % CI]` (names without the prefix they share), as many to a line as
+    the terminal holds. The interval rather than the stderr: at a subject's few questions it is the honest width
+    (asymmetric near 0 and 1, never outside them)."""
     frame = results_frame(tasks)
     prefix = os.path.commonprefix(list(tasks)) if len(tasks) > 1 else ""
     prefix = prefix[:prefix.rfind("_") + 1]  # whole words only: mmlu_, not mmlu_high_school_m
     cells = []
     for row in frame.itertuples(index=False):
-        stderr = "" if pd.isna(row.stderr) else f"±{row.stderr:.2f}"
+        interval = _interval(row.ci95_low, row.ci95_high, 2)
         metric = f" {row.metric}" if frame["metric"].nunique() > 1 else ""
-        cells.append(f"{row.task.removeprefix(prefix)}{metric} {row.value:.3f}{stderr}")
+        cells.append(f"{row.task.removeprefix(prefix)}{metric} {row.value:.3f}" + (f" {interval}" if interval else ""))
     metrics = ", ".join(frame["metric"].unique())
-    return Columns(cells, title=f"{group}: its {len(tasks)} tasks ({prefix}..., {metrics})", padding=(0, 2))
+    return Columns(cells, title=f"{group}: its {len(tasks)} tasks ({prefix}..., {metrics}; value [95 % CI])",
+                   padding=(0, 2))

@@ -135,7 +135,9 @@ def test_run_writes_the_run_record(tmp_path):
     assert len(samples) == 6 and {len(s["request_keys"]) for s in samples} == {4}
     assert all(s["scores"]["acc"] in (0.0, 1.0) and s["target"] in "ABCD" for s in samples)
     table = pd.read_csv(out / "results.csv")
-    assert list(table.columns) == ["task", "metric", "value", "stderr", "n"]
+    assert list(table.columns) == ["task", "metric", "value", "stderr", "ci95_low", "ci95_high", "n"]
+    anatomy_row = table[(table.task == "mmlu_anatomy") & (table.metric == "acc")].iloc[0]
+    assert [anatomy_row.ci95_low, anatomy_row.ci95_high] == pytest.approx(record["results"]["mmlu_anatomy"]["acc_ci95"])
     store = ResultsStore(tmp_path / "results.sqlite")
     latest = store.latest("smollm2-135m", "mmlu_anatomy", "acc", num_fewshot=1)
     assert latest["folder"] == str(out.resolve()) and latest["value"] == record["results"]["mmlu_anatomy"]["acc"]

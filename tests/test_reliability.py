@@ -154,7 +154,7 @@ def test_every_torn_run_file_is_refused(tmp_path, finished, name):
 
 
 def test_a_torn_baseline_is_refused(tmp_path, finished):
-    baseline = write_baseline(finished, tmp_path / "baseline.json")
+    baseline = write_baseline(finished, tmp_path / "baseline.json", gate_settings={})
     read_baseline(baseline)
     for offset in truncations(baseline):
         torn = torn_copy(baseline, offset, tmp_path / f"torn-{offset}")

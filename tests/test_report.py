@@ -45,11 +45,13 @@ def test_tables_hold_every_task_with_its_interval(report):
     quality = pd.read_csv(output / "quality.csv")
     ours = quality[quality.run == "smollm2-135m"].set_index(["task", "metric"])
     for task, values in record["results"].items():
-        for metric in [m for m in values if m not in ("n", "members", "aggregation") and not m.endswith("_stderr")]:
+        for metric in [m for m in values if m not in ("n", "members", "aggregation")
+                       and not m.endswith(("_stderr", "_ci95"))]:
             row = ours.loc[(task, metric)]
             assert row.value == pytest.approx(values[metric])
-            assert row.ci95_low == pytest.approx(values[metric] - 1.96 * values[metric + "_stderr"], abs=1e-4)
-            assert row.ci95_high == pytest.approx(values[metric] + 1.96 * values[metric + "_stderr"], abs=1e-4)
+            # The interval the run recorded (Wilson's for accuracy at n = 6), not value +- 1.96 stderr.
+            low, high = values[metric + "_ci95"] or (float("nan"), float("nan"))
+            assert row.ci95_low == pytest.approx(low, nan_ok=True) and row.ci95_high == pytest.approx(high, nan_ok=True)
     mmlu = pd.read_csv(output / "mmlu.csv")
     assert set(zip(mmlu.subject, mmlu.category)) == {("anatomy", "stem"), ("astronomy", "stem")}
     assert set(pd.read_csv(output / "glue.csv").task) == {"cola", "sst2"}

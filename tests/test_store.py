@@ -11,8 +11,9 @@ def make_run(folder, created, acc, prompt_hash="aaaa", model="smollm2-135m"):
               "model": {"spec": model, "fingerprint": "f" * 64},
               "tasks": {"mmlu_anatomy": {"version": "1", "prompt_hash": prompt_hash, "num_fewshot": 0,
                                          "docs_evaluated": 135}},
-              "results": {"mmlu_anatomy": {"n": 135, "acc": acc, "acc_stderr": 0.04},
-                          "mmlu": {"n": 135, "acc": acc, "acc_stderr": 0.04, "members": ["mmlu_anatomy"]}}}
+              "results": {"mmlu_anatomy": {"n": 135, "acc": acc, "acc_stderr": 0.04, "acc_ci95": [acc - .1, acc + .1]},
+                          "mmlu": {"n": 135, "acc": acc, "acc_stderr": 0.04, "acc_ci95": [acc - .1, acc + .1],
+                                   "members": ["mmlu_anatomy"]}}}
     (folder / "results.json").write_text(json.dumps(record))
     return folder
 
@@ -42,7 +43,7 @@ def test_recording_a_run_again_replaces_it(tmp_path):
     store.record(run)
     assert len(store.runs()) == 1 and store.latest("smollm2-135m", "mmlu_anatomy", "acc")["value"] == 0.31
     count = store.connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    assert count == 2  # mmlu_anatomy and mmlu, acc each: the old rows went with the old run
+    assert count == 2  # mmlu_anatomy and mmlu, acc each (no row for an interval): the old rows went with the old run
 
 
 def test_leaderboard_takes_each_columns_newest_identity(tmp_path):

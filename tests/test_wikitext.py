@@ -47,7 +47,8 @@ def test_perplexity_aggregations():
     pairs = [(-10.0, 4), (-6.0, 4)]
     assert stats.weighted_perplexity(pairs) == pytest.approx(math.exp(16 / 8))
     assert stats.bits_per_byte(pairs) == pytest.approx(16 / 8 / math.log(2))
-    value, stderr = stats.aggregate("mean", [1.0, 0.0, 1.0, 1.0])
+    value, stderr, _ = stats.aggregate("mean", [1.0, 0.0, 1.0, 1.0])
     assert value == 0.75 and stderr == pytest.approx(0.5 / 2)
-    _, bootstrap = stats.aggregate("weighted_perplexity", [(-1.0, 1), (-3.0, 1), (-2.0, 1)], seed=0)
+    value, bootstrap, (low, high) = stats.aggregate("weighted_perplexity", [(-1.0, 1), (-3.0, 1), (-2.0, 1)], seed=0)
     assert 0 < bootstrap < math.exp(3) - math.exp(1)
+    assert math.exp(1) <= low <= value <= high <= math.exp(3)  # percentiles of resampled perplexities

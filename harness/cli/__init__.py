@@ -120,8 +120,17 @@ def profile_command(args: argparse.Namespace, argv: list[str]) -> int:
 def gate_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.gate import gate  # loads scipy
 
-    return gate(args.run, baseline=args.baseline, alpha=args.alpha, max_drop=args.max_drop,
+    return gate(args.run, baseline=args.baseline, alpha=args.alpha, correction=args.correction,
+                max_drop=args.max_drop, min_effect=dict(args.min_effect),
+                allow_incomparable=args.allow_incomparable, quality_only=args.quality_only,
                 update_baseline=args.update_baseline)
+
+
+def compare_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.commands.compare import compare_runs  # loads scipy
+
+    return compare_runs(args.reference, args.candidate, alpha=args.alpha, correction=args.correction,
+                        output=args.output)
 
 
 def report_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -143,7 +152,7 @@ def list_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 COMMANDS = {"run": run_command, "rerun": rerun_command, "serve": serve_command, "score-code": score_code_command,
-            "profile": profile_command, "gate": gate_command, "report": report_command,
+            "profile": profile_command, "gate": gate_command, "compare": compare_command, "report": report_command,
             "leaderboard": leaderboard_command, "list": list_command}
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from harness.errors import UserError
+from harness.gate.min_effect import parse_min_effect
+
 
 def int_at_least(minimum: int):
     """An argparse type for integers >= minimum, with a message that names the bound."""
@@ -47,3 +50,10 @@ def non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def min_effect(text: str) -> tuple[str, str]:
+    try:
+        return parse_min_effect(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

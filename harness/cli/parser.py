@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.argtypes import batch_size_or_auto, int_at_least, int_list, non_negative_float
+from harness.cli.argtypes import batch_size_or_auto, int_at_least, int_list, min_effect, non_negative_float
 from harness.toxicity import SCORERS
 
 DTYPES = ["float32", "bfloat16", "float16"]
@@ -120,13 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
 
     gate = commands.add_parser("gate", parents=[debug],
-                               help="compare a run with a baseline: exit 1 if something regressed")
+                               help="compare a run with a baseline: exit 1 regressed, 3 not comparable, 4 underpowered")
     gate.add_argument("--run", type=Path, required=True, help="the run folder to check")
     gate.add_argument("--baseline", type=Path, required=True, help="baseline file (leaderboards/baselines/*.json)")
-    gate.add_argument("--alpha", type=float, default=0.05, help="significance level for quality (default 0.05)")
+    gate.add_argument("--alpha", type=float, help="family-wise (holm) or false-discovery (bh) level for quality "
+                                                  "(default: the baseline's, else 0.05)")
+    gate.add_argument("--correction", choices=["holm", "bh"],
+                      help="multiple-comparison correction (default: the baseline's, else holm)")
+    gate.add_argument("--min-effect", type=min_effect, action="append", default=[], metavar="TASK:METRIC=SIZE",
+                      help="a drop the gate must be able to see, e.g. mmlu:acc=0.03 or wikitext:word_perplexity=2%% "
+                           "(repeatable; adds to the baseline's)")
+    gate.add_argument("--allow-incomparable", action="store_true",
+                      help="do not fail on tasks that are not comparable (a deliberate change of a task or prompt)")
+    gate.add_argument("--quality-only", action="store_true",
+                      help="leave speed and memory out (a machine whose hardware is not the baseline's)")
     gate.add_argument("--max-drop", type=float, default=0.1,
                       help="largest allowed relative loss in tokens/s or growth in memory (default 0.1)")
-    gate.add_argument("--update-baseline", action="store_true", help="write the run as the new baseline instead")
+    gate.add_argument("--update-baseline", action="store_true",
+                      help="write the run as the new baseline instead, with --alpha, --correction and --min-effect")
+
+    compare = commands.add_parser("compare", parents=[debug],
+                                  help="paired comparison of two runs: differences, intervals, p-values, MDE")
+    compare.add_argument("reference", type=Path, metavar="RUN_A", help="the reference run folder")
+    compare.add_argument("candidate", type=Path, metavar="RUN_B", help="the run compared with it")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--correction", choices=["holm", "bh"], default="holm",
+                         help="multiple-comparison correction (default holm)")
+    compare.add_argument("--output", type=Path, help="also write the rows as JSON to this file")
 
     report = commands.add_parser("report", parents=[debug],
                                  help="tables of run folders as CSV, Markdown and one HTML page")

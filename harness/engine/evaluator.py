@@ -51,8 +51,8 @@ class PromptFormat:
 @dataclass(frozen=True)
 class Group:
     """A group of tasks that all ran, and how its row is made: "pooled" (its tasks' samples pooled, so each task
-    weighs by its size, as lm-eval's MMLU groups) or "macro" (the plain mean of its tasks' headline scores, the GLUE
-    score)."""
+    weighs by its size, as lm-eval's MMLU groups; a mean's stderr stratified by task) or "macro" (the plain mean of
+    its tasks' headline scores, the GLUE score)."""
 
     members: list[str]
     aggregation: str = "pooled"
@@ -61,7 +61,7 @@ class Group:
 @dataclass
 class Evaluation:
     task_records: dict[str, dict] = field(default_factory=dict)  # what decides each task's numbers
-    results: dict[str, dict] = field(default_factory=dict)  # task or group -> metric values, stderrs, n
+    results: dict[str, dict] = field(default_factory=dict)  # task or group -> values, stderrs, 95 % intervals, n
     samples: list[dict] = field(default_factory=list)  # one per scored document
 
 
@@ -100,10 +100,14 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
         answered[task.name].append((doc, answers_of[-1]))
         position += len(requests)
     per_task_scores = {name: built[name].score_all(answered[name]) for name in task_names}
+    declared = {name: [built[name].cluster(doc) for doc, _ in answered[name]] for name in task_names}
+    clusters = {name: cluster_ids(declared[name], [doc for doc, _ in answered[name]]) for name in task_names}
 
     scored = {name: iter(scores) for name, scores in per_task_scores.items()}
+    cluster_of = {name: iter(ids) for name, ids in declared.items()}
     for (task, doc, requests), answers in zip(planned, answers_of):
         scores = next(scored[task.name])
+        cluster = next(cluster_of[task.name])
         if isinstance(requests[0], GenerateRequest):
             # An instruction-tuned model given a raw prompt often ends its turn at once: the user should hear of
             # it rather than read a silent zero.
@@ -119,23 +123,58 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
             "response": [answer_to_json(a) for a in answers],
             "scores": scores,
         })
+        if clusters[task.name] is not None:  # the unit its stderr was clustered on, for whoever rechecks it
+            evaluation.samples[-1]["cluster"] = cluster
 
     for name in task_names:
-        evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed)
+        evaluation.results[name] = aggregate_scores(per_task_scores[name], built[name].metrics, seed, clusters[name])
     for group_name, group in (groups or {}).items():
-        members, aggregation = group.members, group.aggregation
-        if aggregation == "macro":
-            scores, stderrs = zip(*(built[m].headline(evaluation.results[m]) for m in members))
-            value, stderr = stats.macro_average(scores, stderrs)
-            result = {"n": sum(evaluation.results[m]["n"] for m in members), "score": value, "score_stderr": stderr}
-        else:
-            # Pooling every question weights each task by its size, as lm-eval's MMLU groups do.
-            pooled = [s for member in members for s in per_task_scores[member]]
-            result = aggregate_scores(pooled, built[members[0]].metrics, seed)
-        result["members"] = members
-        result["aggregation"] = aggregation
-        evaluation.results[group_name] = result
+        evaluation.results[group_name] = group_result(group, built, evaluation.results, per_task_scores, clusters,
+                                                      seed)
     return evaluation
+
+
+def cluster_ids(declared: list[str | None], docs: list[Doc]) -> list | None:
+    """The cluster of each of a task's documents for the statistics, or None when the task declares none (its
+    documents are independent). A document the task leaves without a cluster among clustered ones is its own."""
+    if all(cluster is None for cluster in declared):
+        return None
+    return [("doc", doc.id) if cluster is None else cluster for cluster, doc in zip(declared, docs)]
+
+
+def group_result(group: Group, built: dict[str, Task], results: dict[str, dict], per_task_scores: dict[str, list],
+                 clusters: dict[str, list | None], seed: int) -> dict:
+    """A group's row, from its tasks' results and samples (docs/statistics.md)."""
+    members = group.members
+    if group.aggregation == "macro":
+        scores, stderrs = zip(*(built[m].headline(results[m]) for m in members))
+        value, stderr = stats.macro_average(scores, stderrs)
+        # Its stderr combines independent tasks' stderrs: no single sample (or df) behind it, so a normal interval.
+        result = {"n": sum(results[m]["n"] for m in members), "score": value, "score_stderr": stderr,
+                  "score_ci95": as_list(stats.normal_interval(value, stderr))}
+    else:
+        # Pooling every question weights each task by its size, as lm-eval's MMLU groups do. A clustered task's
+        # clusters stay its own (task names keep equal ids of two tasks apart).
+        pooled = [s for member in members for s in per_task_scores[member]]
+        pooled_clusters = None
+        if any(clusters[member] is not None for member in members):
+            pooled_clusters = [(member, c) for member in members
+                               for c in clusters[member] or range(len(per_task_scores[member]))]
+        metrics = built[members[0]].metrics
+        result = aggregate_scores(pooled, metrics, seed, pooled_clusters)
+        for metric in metrics:
+            if metric.aggregation != "mean":
+                continue  # a bootstrap aggregate keeps the bootstrap over the pooled samples
+            # Each task is a stratum the group always contains in full; only documents within it are sampled.
+            stderr = stats.stratified_stderr([results[m]["n"] for m in members],
+                                             [results[m].get(metric.name + "_stderr") for m in members])
+            values = [s[metric.name] for s in pooled]
+            result[metric.name + "_stderr"] = stderr
+            result[metric.name + "_ci95"] = as_list(stats.normal_interval(result[metric.name], stderr,
+                                                                          stats.in_unit_interval(values)))
+    result["members"] = members
+    result["aggregation"] = group.aggregation
+    return result
 
 
 def refuse_what_the_model_cannot_answer(model: LanguageModel, planned: list[tuple[Task, Doc, list]]) -> None:
@@ -228,12 +267,21 @@ def run_requests(model: LanguageModel, requests: list, batch_size: int | None, s
     return [answered[index] for index in range(len(requests))]
 
 
-def aggregate_scores(scores: list[dict], metrics, seed: int) -> dict:
+def aggregate_scores(scores: list[dict], metrics, seed: int, clusters: list | None = None) -> dict:
+    """{"n", and per metric: its value, "<metric>_stderr" and "<metric>_ci95" ([low, high] or None)}; `clusters`,
+    one id per score, makes the stderrs and intervals clustered."""
     result: dict[str, Any] = {"n": len(scores)}
     for metric in metrics:
         values = [s[metric.name] for s in scores]
-        result[metric.name], result[metric.name + "_stderr"] = stats.aggregate(metric.aggregation, values, seed)
+        value, stderr, interval = stats.aggregate(metric.aggregation, values, seed, clusters)
+        result[metric.name], result[metric.name + "_stderr"] = value, stderr
+        result[metric.name + "_ci95"] = as_list(interval)
     return result
+
+
+def as_list(interval: tuple[float, float] | None) -> list[float] | None:
+    """An interval as results.json keeps it (a JSON array), so that a record read back equals the one written."""
+    return None if interval is None else [interval[0], interval[1]]
 
 
 def describe_task(task: Task, total_docs: int, used_docs: int, requests: list[Request]) -> dict:

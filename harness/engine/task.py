@@ -8,7 +8,8 @@ A context may be a `Prompt` (harness.engine.prompts), so that the engine can app
 The run record names a task's prompts by a hash of the requests the engine renders and sends (every field: text,
 continuation, stop strings, max tokens, sampling), so there is no hand-written copy of a prompt to keep in step.
 
-Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr):
+Aggregations a task may name (the engine implements them in harness.stats; all but "mean" get a bootstrap stderr,
+and each a 95 % interval beside it, docs/statistics.md):
   "mean"                 the mean of per-sample values (accuracy), with stderr = sample std / sqrt(n)
   "std"                  the sample standard deviation (n - 1) of per-sample values
   "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
@@ -90,6 +91,16 @@ class Task(ABC):
         averages."""
         name = self.metrics[0].name
         return result[name], result.get(name + "_stderr")
+
+    def cluster(self, doc: Doc) -> str | None:
+        """The unit this document shares with others, or None when the documents are independent (the default).
+        Documents that are not independent (several questions on one passage, perturbations of one item, turns of
+        one conversation) vary together, so treating them as independent understates the uncertainty; a task
+        whose documents are such returns their shared unit (the passage id), the engine records it with each
+        sample and computes clustered standard errors and intervals over these units (harness/stats.py). A task
+        whose per-sample value already summarises its unit (pass@k over a problem's samples) needs none: the
+        document is the cluster."""
+        return None
 
     def settings(self) -> dict[str, Any]:
         """Task-specific choices that decide its numbers (samples, scorer, ...), for the run record."""

@@ -16,6 +16,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from harness.record.tables import is_metric
 from harness.settings import results_store_path
 
 SCHEMA = """
@@ -68,7 +69,8 @@ class ResultsStore:
             for task, values in record["results"].items():
                 identity = tasks.get(task, {})
                 for metric, value in values.items():
-                    if metric.endswith("_stderr") or not isinstance(value, (int, float)) or metric == "n":
+                    # A metric's stderr rides in its row; its interval (a list) is not kept here.
+                    if not is_metric(metric) or not isinstance(value, (int, float)):
                         continue
                     self.connection.execute(
                         "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-RESULT_COLUMNS = ["task", "metric", "value", "stderr", "n"]
+RESULT_COLUMNS = ["task", "metric", "value", "stderr", "ci95_low", "ci95_high", "n"]
+NOT_METRICS = ("n", "members", "aggregation")  # the other keys of a result: a metric's companions end in these
+COMPANIONS = ("_stderr", "_ci95")
+
+
+def is_metric(key: str) -> bool:
+    """Whether a key of a task's or group's result names a metric (not n, members, a stderr or an interval)."""
+    return key not in NOT_METRICS and not key.endswith(COMPANIONS)
 
 
 def results_frame(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per task or group and metric, with its stderr and 95 % interval (empty for a record written before
+    results carried intervals, or where the interval is undefined)."""
     rows = []
     for task, values in results.items():
-        for metric, value in values.items():
-            if metric in ("n", "members", "aggregation") or metric.endswith("_stderr"):
-                continue
-            rows.append({"task": task, "metric": metric, "value": value,
-                         "stderr": values.get(metric + "_stderr"), "n": values["n"]})
+        for metric in filter(is_metric, values):
+            interval = values.get(metric + "_ci95") or (None, None)
+            rows.append({"task": task, "metric": metric, "value": values[metric],
+                         "stderr": values.get(metric + "_stderr"), "ci95_low": interval[0],
+                         "ci95_high": interval[1], "n": values["n"]})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

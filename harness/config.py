@@ -33,6 +33,7 @@ class ModelConfig:
 class TaskConfig:
     names: tuple[str, ...]  # tasks and groups as the user gave them
     limit: int | None = None  # the first N documents of each task
+    limits: tuple[str, ...] = ()  # "NAME=N": the first N documents of a task, or of each task of a group
     num_fewshot: int | None = None  # None: each task's own default
     data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
     samples: int | None = None  # generations per document for sampling tasks

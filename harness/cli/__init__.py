@@ -66,7 +66,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         raise UserError("--tasks is empty; run `harness list tasks` to see the choices")
     return RunConfig(
         model=ModelConfig(spec=args.model, device=args.device, dtype=args.dtype),
-        tasks=TaskConfig(names=names, limit=args.limit, num_fewshot=args.num_fewshot, data_dir=absolute(args.data_dir),
+        tasks=TaskConfig(names=names, limit=args.limit[0], limits=args.limit[1], num_fewshot=args.num_fewshot,
+                         data_dir=absolute(args.data_dir),
                          samples=args.samples, temperature=args.temperature),
         prompts=PromptConfig(chat_template=args.apply_chat_template, system_prompt=args.system_prompt,
                              fewshot_as_multiturn=args.fewshot_as_multiturn != "false"),
@@ -133,6 +134,13 @@ def compare_command(args: argparse.Namespace, argv: list[str]) -> int:
                         output=args.output)
 
 
+def plan_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.commands.plan import plan_command as plan  # loads scipy
+
+    return plan(args.baseline, min_effect=dict(args.min_effect), reference=args.reference, alpha=args.alpha,
+                churn=args.churn, cv=args.cv, budget_minutes=args.budget_minutes)
+
+
 def report_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.report import report  # loads pandas, matplotlib and jinja2
 
@@ -152,7 +160,7 @@ def list_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 COMMANDS = {"run": run_command, "rerun": rerun_command, "serve": serve_command, "score-code": score_code_command,
-            "profile": profile_command, "gate": gate_command, "compare": compare_command, "report": report_command,
+            "profile": profile_command, "gate": gate_command, "compare": compare_command, "plan": plan_command, "report": report_command,
             "leaderboard": leaderboard_command, "list": list_command}
 
 

@@ -57,3 +57,28 @@ def min_effect(text: str) -> tuple[str, str]:
         return parse_min_effect(text)
     except UserError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def limit_spec(text: str) -> tuple[int | None, tuple[str, ...]]:
+    """--limit N, or NAME=N pairs for single tasks or groups, or both: "10", "mmlu_stem=70,wikitext=5",
+    "10,mmlu_stem=70". Returns (the default limit or None, the "NAME=N" pairs)."""
+    default, pairs = None, []
+    for part in (part.strip() for part in text.split(",") if part.strip()):
+        name, separator, count = part.rpartition("=")
+        try:
+            value = int(count)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected N or NAME=N, got {part!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"a limit must be at least 1, got {part!r}")
+        if not separator:
+            if default is not None:
+                raise argparse.ArgumentTypeError(f"two limits for all tasks in {text!r}")
+            default = value
+        elif not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=N, got {part!r}")
+        else:
+            pairs.append(f"{name}={value}")
+    if default is None and not pairs:
+        raise argparse.ArgumentTypeError(f"expected N or NAME=N, got {text!r}")
+    return default, tuple(pairs)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.argtypes import batch_size_or_auto, int_at_least, int_list, min_effect, non_negative_float
+from harness.cli.argtypes import (
+    batch_size_or_auto,
+    int_at_least,
+    int_list,
+    limit_spec,
+    min_effect,
+    non_negative_float,
+)
 from harness.toxicity import SCORERS
 
 DTYPES = ["float32", "bfloat16", "float16"]
@@ -62,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[debug, flags(lambda p: model_flags(p, required=False))],
                               help="evaluate a model on tasks and write a run folder")
     run.add_argument("--tasks", help="comma-separated tasks or groups, e.g. mmlu,wikitext (required, unless --resume)")
-    run.add_argument("--limit", type=int_at_least(1), help="evaluate only the first N documents of each task")
+    run.add_argument("--limit", type=limit_spec, default=(None, ()), metavar="N|NAME=N,...",
+                     help="evaluate only the first N documents of each task; NAME=N for one task or each task of a "
+                          "group (e.g. 10 or mmlu_stem=70,wikitext=5)")
     run.add_argument("--num-fewshot", type=int_at_least(0),
                      help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
     run.add_argument("--apply-chat-template", action="store_true",
@@ -147,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--correction", choices=["holm", "bh"], default="holm",
                          help="multiple-comparison correction (default holm)")
     compare.add_argument("--output", type=Path, help="also write the rows as JSON to this file")
+
+    plan = commands.add_parser("plan", parents=[debug],
+                               help="documents and CPU minutes a gate needs to catch declared drops (power analysis)")
+    plan.add_argument("--baseline", type=Path, required=True, help="a baseline file or a run folder")
+    plan.add_argument("--min-effect", type=min_effect, action="append", default=[], metavar="TASK:METRIC=SIZE",
+                      help="a drop to catch, e.g. mmlu_stem:acc=0.03 or wikitext:word_perplexity=2%% (repeatable; "
+                           "default: the baseline's)")
+    plan.add_argument("--reference", type=Path,
+                      help="a run of a harmless change on the same documents (the int8 variant), for the churn")
+    plan.add_argument("--churn", type=float, default=0.08,
+                      help="answers a harmless change flips both ways, without --reference (default 0.08)")
+    plan.add_argument("--cv", type=float, default=1.0,
+                      help="spread over the mean of per-document changes in loss, without --reference (default 1)")
+    plan.add_argument("--alpha", type=float, default=0.05, help="the gate's level (default 0.05)")
+    plan.add_argument("--budget-minutes", type=float, default=20.0, help="CPU minutes the suite may take (default 20)")
 
     report = commands.add_parser("report", parents=[debug],
                                  help="tables of run folders as CSV, Markdown and one HTML page")

@@ -53,11 +53,25 @@ def default_output(spec: str, started: datetime) -> Path:
     return Path("runs") / f"{started:%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}"
 
 
+def per_task_limits(pairs: tuple[str, ...], task_names: list[str]) -> dict[str, int]:
+    """{task: N} from --limit's "NAME=N" pairs, a group's N given to each of its tasks; a name the run does not
+    evaluate is refused (a typo would otherwise evaluate everything)."""
+    limits: dict[str, int] = {}
+    for pair in pairs:
+        name, _, count = pair.rpartition("=")
+        members = task_registry.expand([name])
+        if not set(members) <= set(task_names):
+            raise UserError(f"--limit names {name}, which is not among --tasks")
+        limits.update({member: int(count) for member in members})
+    return limits
+
+
 def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     """Evaluates config.model on config.tasks into config.output.folder. `command` is how the user asked (for the
     record); `resumed`: the folder exists and holds run.json, and the cache holds what was done."""
     # Everything that can be checked before loading the model is checked first.
     task_names = task_registry.expand(list(config.tasks.names))
+    limits = per_task_limits(config.tasks.limits, task_names)
     parse_spec(config.model.spec)
     started = datetime.now(timezone.utc)
     output = config.output.folder or default_output(config.model.spec, started)
@@ -103,7 +117,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     profiler.start()
     try:
         evaluation = evaluate(model, built_tasks, limit=config.tasks.limit, batch_size=config.engine.batch_size,
-                              seed=config.engine.seed, prompt_format=prompt_format, groups=groups)
+                              seed=config.engine.seed, prompt_format=prompt_format, groups=groups, limits=limits)
         code_execution = sandbox.describe() if sandbox else None
     except KeyboardInterrupt:
         if isinstance(model, CachingModel):
@@ -135,7 +149,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         "config": invocation["config"],
         "model": {"spec": config.model.spec, "fingerprint": adapter.fingerprint, **adapter.info()},
         "settings": {
-            "tasks": task_names, "limit": config.tasks.limit, "num_fewshot": config.tasks.num_fewshot,
+            "tasks": task_names, "limit": config.tasks.limit, "limits": limits, "num_fewshot": config.tasks.num_fewshot,
             "batch_size": config.engine.batch_size or "auto",
             "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": config.model.device, "dtype": config.model.dtype, "seed": config.engine.seed,

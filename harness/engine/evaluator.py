@@ -66,9 +66,10 @@ class Evaluation:
 
 
 def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, batch_size: int | None = None,
-             seed: int = 0, prompt_format: PromptFormat = PromptFormat(), groups: dict[str, Group] | None = None
-             ) -> Evaluation:
-    """Runs the tasks on the model, and gives each group (of tasks among these) its row."""
+             seed: int = 0, prompt_format: PromptFormat = PromptFormat(), groups: dict[str, Group] | None = None,
+             limits: dict[str, int] | None = None) -> Evaluation:
+    """Runs the tasks on the model, and gives each group (of tasks among these) its row. A task evaluates its first
+    limits[task] documents, else its first `limit`, else all."""
     evaluation = Evaluation()
     planned: list[tuple[Task, Doc, list]] = []
     built = {task.name: task for task in tasks}
@@ -76,7 +77,7 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
     rendered: dict[Prompt, str] = {}
     for name, task in built.items():
         docs = task.docs()
-        selected = docs[:limit]
+        selected = docs[:(limits or {}).get(name, limit)]
         mine = [(task, doc, [render(r, model, prompt_format, rendered) for r in task.requests(doc)])
                 for doc in selected]
         planned += mine

@@ -15,48 +15,53 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import report
+from reports import comparison, report
 from reports.charts import frontier_svg
 
 FORMATS = ("csv", "md", "html")
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def build(runs: list[report.Run], most_failures: int) -> dict:
+def build(runs: list[report.Run], most_failures: int,
+          comparisons: list[tuple[str, str, list[dict]]] | None = None) -> dict:
     """Every table and chart of the report, as frames (and SVG strings), before any rendering, with each table's
-    title: quality, then the breakdown tables the runs' tasks declared (in the order their first task ran), then
-    systems, and for several runs the comparison."""
+    title, in the order the report shows them. For several runs, the paired comparison of each with the first
+    (reports/comparison.py) and the runs side by side open it: the headline before the detail. Then quality, the
+    breakdown tables the runs' tasks declared (in the order their first task ran), and systems."""
     quality = [report.quality_frame(run) for run in runs]
     declared = [report.breakdowns(run) for run in runs]
     titles = dict(TITLES)
     for of_run in declared:
         for name, table in of_run.items():
             titles.setdefault(name, table["title"])  # a table id the report names itself keeps its own title
-    tables = {"quality": pd.concat(quality, ignore_index=True)}
+    tables, charts = {}, []
+    if comparisons:
+        tables["comparison"] = comparison.comparison_frame(comparisons)
+        titles["comparison"] = f"Compared with {comparisons[0][0]}: headline metrics first, paired by document"
+    if len(runs) > 1:
+        side_by_side = report.comparison_frame(runs)
+        tables["side_by_side"] = side_by_side
+        charts = comparison_charts(runs, side_by_side)
+    tables["quality"] = pd.concat(quality, ignore_index=True)
     for name in dict.fromkeys(name for of_run in declared for name in of_run if name not in FIXED_TABLES):
         tables[name] = pd.concat([report.breakdown_frame(frame, of_run[name])
                                   for frame, of_run in zip(quality, declared) if name in of_run], ignore_index=True)
     tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True)
-    charts = []
-    if len(runs) > 1:
-        comparison = report.comparison_frame(runs)
-        tables["comparison"] = comparison
-        charts = comparison_charts(runs, comparison)
     return {"tables": {name: frame for name, frame in tables.items() if not frame.empty}, "charts": charts,
             "titles": titles, "failures": {run.label: report.failures(run, most_failures) for run in runs}}
 
 
-def comparison_charts(runs: list[report.Run], comparison: pd.DataFrame) -> list[dict]:
+def comparison_charts(runs: list[report.Run], side_by_side: pd.DataFrame) -> list[dict]:
     """For each task's first headline metric, quality against model size and against tokens/s."""
     charted, quality_columns = set(), []
-    for column in comparison.columns:
+    for column in side_by_side.columns:
         if column not in COMPARISON_FIXED and column.split(" ", 1)[0] not in charted:
             charted.add(column.split(" ", 1)[0])
             quality_columns.append(column)
-    costs = [("model MiB", [None if b is None else b / 2**20 for b in to_floats(comparison["bytes"])], True)]
+    costs = [("model MiB", [None if b is None else b / 2**20 for b in to_floats(side_by_side["bytes"])], True)]
     for column in ("decode tok/s", "prefill tok/s"):  # decode speed when the runs generated, else prefill
-        if comparison[column].notna().all():
-            costs.append((column, to_floats(comparison[column]), False))
+        if side_by_side[column].notna().all():
+            costs.append((column, to_floats(side_by_side[column]), False))
             break
     charts = []
     for quality in quality_columns:
@@ -64,7 +69,7 @@ def comparison_charts(runs: list[report.Run], comparison: pd.DataFrame) -> list[
         higher = report.higher_is_better(runs[0].record, task, metric)
         for name, values, lower_is_better in costs:
             charts.append({"title": f"{quality} against {name}",
-                           "svg": frontier_svg(list(comparison["run"]), values, to_floats(comparison[quality]),
+                           "svg": frontier_svg(list(side_by_side["run"]), values, to_floats(side_by_side[quality]),
                                                name, quality, lower_is_better, higher)})
     return charts
 
@@ -95,15 +100,32 @@ def sort_key(value) -> str | None:
 
 
 def html_table(frame: pd.DataFrame) -> dict:
-    """Columns and rows of {"text": shown, "key": sort key}: numbers sort by value, everything else by text."""
-    rows = [[{"text": display(value), "key": sort_key(value)} for value in record]
+    """Columns and rows of {"text": shown, "key": sort key, "class": None}: numbers sort by value, everything else
+    by text."""
+    rows = [[{"text": display(value), "key": sort_key(value), "class": None} for value in record]
             for record in frame.itertuples(index=False)]
     return {"columns": list(frame.columns), "rows": rows}
 
 
-def write(runs: list[report.Run], formats: list[str], output: Path, most_failures: int = 50) -> list[Path]:
+def comparison_html_table(frame: pd.DataFrame) -> dict:
+    """The comparison as html_table gives a table, its numbers shown as reports/comparison.py formats them but
+    sorted by their raw values, and each verdict cell classed by its verdict (report.html.j2 colours it)."""
+    raw = frame.astype(object).where(frame.notna(), None)
+    shown = comparison.shown_frame(frame)
+    rows = [[{"text": text[column],
+              "key": sort_key(values[comparison.SORTED_BY[column]]) if column in comparison.SORTED_BY else None,
+              "class": comparison.VERDICT_CLASSES.get(values["verdict"]) if column == "verdict" else None}
+             for column in comparison.SHOWN]
+            for (_, values), (_, text) in zip(raw.iterrows(), shown.iterrows())]
+    return {"columns": list(comparison.SHOWN), "rows": rows}
+
+
+def write(runs: list[report.Run], formats: list[str], output: Path, most_failures: int = 50,
+          comparisons: list[tuple[str, str, list[dict]]] | None = None) -> list[Path]:
+    """The report's files. comparisons: (reference label, run label, rows of harness.gate.compare) for each run
+    after the first, computed by the caller (reports never import the gate); none for a single run."""
     output.mkdir(parents=True, exist_ok=True)
-    content = build(runs, most_failures)
+    content = build(runs, most_failures, comparisons)
     written = []
     if "csv" in formats:
         for name, frame in content["tables"].items():
@@ -114,9 +136,8 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
         path = output / "report.md"
         parts = [f"# Report: {', '.join(run.label for run in runs)}\n"]
         for name, frame in content["tables"].items():
-            shown = frame.astype(object).where(frame.notna(), None)  # missing values as "—", not "nan"
-            parts.append(f"## {content['titles'][name]}\n\n"
-                         f"{shown.to_markdown(index=False, floatfmt='.6g', missingval='—')}\n")
+            parts.append(f"## {content['titles'][name]}\n\n" + (f"{NOTES[name]}\n\n" if name in NOTES else "")
+                         + markdown_table(name, frame) + "\n")
         path.write_text("\n".join(parts), encoding="utf-8")
         written.append(path)
     if "html" in formats:
@@ -126,10 +147,25 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
     return written
 
 
-# The tables the report makes itself; the tasks' breakdown tables bring their own titles (Task.breakdown).
-TITLES = {"comparison": "Runs side by side", "quality": "Quality: every task and metric (95 % interval)",
+def markdown_table(name: str, frame: pd.DataFrame) -> str:
+    if name == "comparison":  # already text; tabulate would otherwise re-read "0.6" as a number and reformat it
+        return comparison.shown_frame(frame).to_markdown(index=False, disable_numparse=True)
+    shown = frame.astype(object).where(frame.notna(), None)  # missing values as "—", not "nan"
+    return shown.to_markdown(index=False, floatfmt=".6g", missingval="—")
+
+
+# The tables the report makes itself; the tasks' breakdown tables bring their own titles (Task.breakdown). The
+# comparison's title names the reference run (build).
+TITLES = {"comparison": "Compared with the first run", "side_by_side": "Runs side by side",
+          "quality": "Quality: every task and metric (95 % interval)",
           "systems": "Systems: throughput, latency and batches"}
 FIXED_TABLES = set(TITLES)
+# What a reader needs to read a table, under its title in report.md and report.html.
+NOTES = {"comparison": "Each run against the first, paired by document (harness/gate/compare.py): primary rows (a "
+                       "task's first metric, a pooled group) first, then secondary ones (other metrics, a group's "
+                       "members). The difference is run minus reference with its 95 % interval; p is adjusted "
+                       "(Holm) within each role; MDE is the smallest change the comparison could have seen at "
+                       "80 % power (none: no change was detectable)."}
 
 
 def templates() -> jinja2.Environment:
@@ -139,10 +175,9 @@ def templates() -> jinja2.Environment:
 
 
 def render_html(runs: list[report.Run], content: dict) -> str:
-    breakdown_tables = [name for name in content["tables"] if name not in FIXED_TABLES]
-    order = ["comparison", "quality", *breakdown_tables, "systems"]
-    tables = [{"id": name, "title": content["titles"][name], **html_table(content["tables"][name])}
-              for name in order if name in content["tables"]]
+    tables = [{"id": name, "title": content["titles"][name], "note": NOTES.get(name),
+               **(comparison_html_table(frame) if name == "comparison" else html_table(frame))}
+              for name, frame in content["tables"].items()]  # in build's order
     settings = [{"label": run.label, "folder": str(run.folder), "command": run.record.get("command", ""),
                  "created": run.record.get("created", ""),
                  "record": json.dumps({key: run.record.get(key) for key in SETTINGS_SHOWN if key in run.record},

@@ -40,7 +40,7 @@ def report(tmp_path_factory):
 def test_tables_hold_every_task_with_its_interval(report):
     runs, output = report
     assert sorted(p.name for p in output.iterdir()) == ["comparison.csv", "glue.csv", "mmlu.csv", "quality.csv",
-                                                         "report.html", "report.md", "systems.csv"]
+                                                         "report.html", "report.md", "side_by_side.csv", "systems.csv"]
     record = json.loads((runs[0] / "results.json").read_text())
     quality = pd.read_csv(output / "quality.csv")
     ours = quality[quality.run == "smollm2-135m"].set_index(["task", "metric"])
@@ -55,7 +55,7 @@ def test_tables_hold_every_task_with_its_interval(report):
     mmlu = pd.read_csv(output / "mmlu.csv")
     assert set(zip(mmlu.subject, mmlu.category)) == {("anatomy", "stem"), ("astronomy", "stem")}
     assert set(pd.read_csv(output / "glue.csv").task) == {"cola", "sst2"}
-    comparison = pd.read_csv(output / "comparison.csv").set_index("run")
+    comparison = pd.read_csv(output / "side_by_side.csv").set_index("run")
     assert comparison.loc["smollm2-135m:int8", "bytes"] < 0.5 * comparison.loc["smollm2-135m", "bytes"]
     assert comparison.loc["smollm2-135m:int8", "variant"] == "int8"
     assert (comparison["prefill tok/s"] > 0).all() and (comparison["peak RSS bytes"] > 100 << 20).all()
@@ -64,6 +64,10 @@ def test_tables_hold_every_task_with_its_interval(report):
     assert set(systems.scope) == {"mmlu_anatomy", "mmlu_astronomy", "cola", "sst2", "run"}
     markdown = (output / "report.md").read_text()
     assert "## MMLU by subject and category" in markdown and "| smollm2-135m:int8" in markdown
+    # The paired comparison with the first run opens the report (tests/test_report_comparison.py checks its rows).
+    paired = pd.read_csv(output / "comparison.csv")
+    assert set(paired.run) == {"smollm2-135m:int8"} and paired.role.iloc[0] == "primary"
+    assert markdown.index("## Compared with smollm2-135m") < markdown.index("## Quality")
 
 
 def test_html_is_one_self_contained_file(report):
@@ -113,9 +117,10 @@ def test_html_in_a_real_browser(report):
         urls = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
         assert urls == [page.as_uri()]  # the page itself and nothing else
 
-        quality = pd.read_csv(output / "quality.csv")
+        quality, paired = pd.read_csv(output / "quality.csv"), pd.read_csv(output / "comparison.csv")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#table-quality tbody tr")) == len(quality)
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#table-comparison tbody tr")) == 2
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#table-side_by_side tbody tr")) == 2
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#table-comparison tbody tr")) == len(paired)
         assert len(browser.find_elements(By.CSS_SELECTOR, ".chart svg")) >= 2
 
         headers = browser.find_elements(By.CSS_SELECTOR, "#table-quality thead th")

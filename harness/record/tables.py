@@ -55,7 +55,8 @@ def lookup(scope: dict, path: tuple[str, ...]):
 
 def systems_frame(systems: dict) -> pd.DataFrame:
     """One row per task and one for the run; numbers as measured (seconds, tokens/s), None where not available."""
-    scopes = {**systems["tasks"], "run": systems["run"]}
+    # A record written by another tool (or by hand, as tests do) may lack a scope: its figures are simply absent.
+    scopes = {**systems.get("tasks", {}), "run": systems.get("run", {})}
     rows = [{"scope": name, **{column: lookup(scope, path) for column, path, *_ in SYSTEMS_COLUMNS}}
             for name, scope in scopes.items()]
     return pd.DataFrame(rows, columns=["scope"] + [column for column, *_ in SYSTEMS_COLUMNS])

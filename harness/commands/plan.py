@@ -33,6 +33,6 @@ def plan_command(baseline: Path, min_effect: dict[str, str], reference: Path | N
         raise UserError(f"no drop to plan for: give --min-effect TASK:METRIC=SIZE ({baseline} declares none)")
     other = read_either(reference)[0] if reference else None
     rows = plan(base, declared, alpha=alpha, churn=churn, cv=cv, reference=other)
-    print_plan(rows, f"documents to catch each drop with 80 % power (alpha {alpha} over {len(rows)} tests)",
-               budget_minutes)
+    print_plan(rows, f"documents to catch each drop with 80 % power (alpha {alpha}, Holm over the baseline's primary "
+                     "tests)", budget_minutes)
     return 0

@@ -12,7 +12,8 @@ For each declared TASK:METRIC=SIZE (a task or a pooled group), from the baseline
                   token of weight; s = cv * d, with cv the coefficient of variation of the per-document changes a
                   real change shows (--reference, or --cv: 1 when no reference is given).
 
-The level is alpha / m, m the number of declared metrics (the gate's primary family under Holm). A drop is out
+The level is alpha / m, m the gate's primary tests (the baseline's tasks and pooled groups, at least the declared
+metrics): the level Holm holds the smallest p-value to. A drop is out
 of reach when the baseline cannot lose it (an accuracy of 0.02 cannot drop by 0.05) or when the task has fewer
 documents than needed. The cost is the baseline's own seconds per document (results.json systems.tasks wall_s).
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.gate.compare import leaves, metric_descriptions
+from harness.gate.compare import leaves, metric_descriptions, roles
 from harness.gate.paired import NORMAL, POWER, compare_paired
 
 
@@ -101,6 +102,8 @@ def plan_row(baseline: tuple[dict, list[dict]], key: str, size: float, relative:
 
 def plan(baseline: tuple[dict, list[dict]], declared: dict[str, tuple[float, bool]], alpha: float, churn: float,
          cv: float, reference: tuple[dict, list[dict]] | None = None) -> list[dict]:
-    level = alpha / max(1, len(declared))
+    # The gate holds its smallest p-value to alpha / m, m its primary tests: the baseline's tasks and pooled groups.
+    primaries = sum(role == "primary" for role, _ in roles(baseline[0].get("results", {})).values())
+    level = alpha / max(1, len(declared), primaries)
     return [plan_row(baseline, key, size, relative, level, churn, cv, reference)
             for key, (size, relative) in declared.items()]

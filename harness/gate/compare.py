@@ -80,8 +80,11 @@ def below(results: dict, name: str) -> list[str]:
 
 def roles(results: dict) -> dict[str, tuple[str, str]]:
     """{task or group: (role of its first metric, role of the others)} for the rows of one comparison."""
-    in_pooled_group = {inner for name, values in results.items() if values.get("aggregation") == "pooled"
-                       for inner in below(results, name)}
+    pooled = {name: set(leaves(results, name)) for name, values in results.items()
+              if values.get("aggregation") == "pooled"}
+    in_pooled_group = {inner for name in pooled for inner in below(results, name)}
+    # A group whose tasks all belong to a larger group is a part of it (MMLU's four categories of its subjects).
+    in_pooled_group |= {name for name, tasks in pooled.items() if any(tasks < other for other in pooled.values())}
     decided = {}
     for name, values in results.items():
         if "members" in values and values.get("aggregation") != "pooled":

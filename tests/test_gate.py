@@ -97,7 +97,8 @@ def test_memory_growth_regresses():
 def perplexity_run(loglikelihoods: np.ndarray, words: np.ndarray):
     samples = [{"task": "text", "doc_id": str(i), "scores": {"word_perplexity": [float(ll), float(w)]}}
                for i, (ll, w) in enumerate(zip(loglikelihoods, words))]
-    record = {"results": {"text": {"n": len(words)}}, "tasks": {"text": {"version": "1", "prompt_hash": "p", "metrics": {
+    record = {"results": {"text": {"n": len(words)}},
+              "tasks": {"text": {"version": "1", "prompt_hash": "p", "metrics": {
         "word_perplexity": {"aggregation": "weighted_perplexity", "higher_is_better": False}}}}}
     return record, samples
 
@@ -276,7 +277,8 @@ def test_holm_holds_fifty_seven_subjects_to_the_family_wise_level():
     assert 0.01 < first["p_value"] < 0.05 and first["p_adjusted"] == pytest.approx(min(1.0, 57 * first["p_value"]))
     assert first["verdict"] == "pass"
     by_bh = gate.compare(*fifty_seven_subjects(down_in_first=8), correction="bh")
-    assert row([r for r in by_bh if r["task"] == "subject0"], "acc")["p_adjusted"] == pytest.approx(min(1.0, 57 * first["p_value"]))
+    by_bh_first = row([r for r in by_bh if r["task"] == "subject0"], "acc")
+    assert by_bh_first["p_adjusted"] == pytest.approx(min(1.0, 57 * first["p_value"]))
     baseline, run = fifty_seven_subjects(down_in_first=8)
     alone = [({"results": {"subject0": r["results"]["subject0"]}, "tasks": {"subject0": r["tasks"]["subject0"]}},
               [s for s in samples if s["task"] == "subject0"]) for r, samples in (baseline, run)]

@@ -84,5 +84,6 @@ def test_a_drop_of_the_declared_size_is_caught_as_often_as_predicted():
     n, churn = 1300, 0.08
     drop = mcnemar_mde(n, churn, ALPHA)
     assert 0.02 < drop < 0.04 and mcnemar_power(n, churn, drop, ALPHA) == pytest.approx(0.8, abs=1e-6)
-    caught = sum(any_regressed(gate.compare(*runs({"quiz": paired_answers(rng, n, churn, drop)}))) for _ in range(DRAWS))
+    caught = sum(any_regressed(gate.compare(*runs({"quiz": paired_answers(rng, n, churn, drop)})))
+                 for _ in range(DRAWS))
     assert abs(caught / DRAWS - 0.8) <= 0.05

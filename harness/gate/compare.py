@@ -116,7 +116,8 @@ def quality_rows(baseline: tuple, run: tuple, name: str, first_role: str, other_
         return [not_comparable(name, metric, role_of[metric], reason) for metric in metrics]
     baseline_scores, run_scores = scores_by_document(baseline[2], tasks), scores_by_document(run[2], tasks)
     if set(baseline_scores) != set(run_scores):
-        only_baseline, only_run = len(set(baseline_scores) - set(run_scores)), len(set(run_scores) - set(baseline_scores))
+        only_baseline = len(set(baseline_scores) - set(run_scores))
+        only_run = len(set(run_scores) - set(baseline_scores))
         reason = f"different documents: {only_baseline} only in the baseline, {only_run} only in the run"
         return [not_comparable(name, metric, role_of[metric], reason) for metric in metrics]
 

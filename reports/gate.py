@@ -35,8 +35,11 @@ def print_gate(rows: list[dict], title: str) -> None:
     table = Table(title=title)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("task", "metric", "role", "verdict") else "right")
+    reasons: dict[str, int] = {}  # each reason once, under the table, so that the verdict column stays narrow
     for row in rows:
-        verdict = row["verdict"] + (f" ({row['reason']})" if row.get("reason") else "")
+        verdict = row["verdict"]
+        if row.get("reason"):
+            verdict += f" [{reasons.setdefault(row['reason'], len(reasons) + 1)}]"
         mde = number(row.get("mde"))
         if row.get("min_effect") is not None:
             mde += f" (need {number(row['min_effect'])})"
@@ -47,3 +50,5 @@ def print_gate(rows: list[dict], title: str) -> None:
     if not console.is_terminal:  # a CI log: wide enough that the numbers are not cut to "7.843e…"
         console = Console(width=220)
     console.print(table)
+    for reason, footnote in reasons.items():
+        console.print(f"[{footnote}] {reason}", markup=False, highlight=False)

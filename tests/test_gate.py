@@ -297,3 +297,14 @@ def test_a_declared_drop_larger_than_the_mde_passes_and_a_smaller_one_is_underpo
     assert blind["verdict"] == "underpowered" and blind["mde"] > 0.03
     relative = row(gate.compare(small, small, min_effect={"quiz:acc": (2.0, True)}), "acc")
     assert relative["min_effect"] == pytest.approx(2.0 * np.mean(answers[:40])) and relative["verdict"] == "pass"
+
+
+def test_too_few_perplexity_documents_cannot_see_any_drop_even_between_identical_runs():
+    """Identical runs have no spread of differences; a real change would have some (ASSUMED_CV of its size), and
+    with fewer than ((z + z_power) * cv)^2 = 7.85 documents at alpha 0.05 none can be seen."""
+    rng = np.random.default_rng(7)
+    words = rng.integers(50, 500, size=20).astype(float)
+    declared = {"text:word_perplexity": (0.02, True)}
+    for size, verdict in ((7, "underpowered"), (8, "pass")):
+        run = perplexity_run(-words[:size] * 3.0, words[:size])
+        assert row(gate.compare(run, run, min_effect=declared), "word_perplexity")["verdict"] == verdict

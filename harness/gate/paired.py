@@ -42,6 +42,9 @@ from harness.stats import AGGREGATIONS, wilson_interval
 CONFIDENCE = 0.95
 POWER = 0.8
 BOOTSTRAP_ITERATIONS = 2000
+# The spread of a real change's per-document effects over its mean effect, when nothing measured it: the
+# per-document changes vary as much as their mean (harness/gate/plan.py takes the same default).
+ASSUMED_CV = 1.0
 EXACT_UP_TO = 16  # documents: 2^16 = 65,536 swaps of a permutation test take well under a second
 
 
@@ -212,9 +215,14 @@ def compare_paired(baseline_samples: Sequence[Any], run_samples: Sequence[Any], 
 
 
 def minimum_detectable_effect(result: dict, alpha: float, power: float = POWER) -> float | None:
-    """The MDE of a compare_paired result at level alpha, in the metric's units (inf: no change can be seen)."""
+    """The MDE of a compare_paired result at level alpha, in the metric's units (inf: no change can be seen).
+    For other scores the observed spread of the differences can be zero (two identical runs), which would make
+    any change look visible; a real change spreads over documents too, by ASSUMED_CV of its size (what `harness
+    plan` assumes without a reference), and with fewer documents than that needs no change can be seen."""
     if result.get("churn") is not None:
         return mcnemar_mde(result["n"], result["churn"], alpha, power)
     if result.get("standard_error") is not None:
+        if result["n"] < ((z(1 - alpha / 2) + z(power)) * ASSUMED_CV) ** 2:
+            return math.inf
         return normal_mde(result["standard_error"], alpha, power)
     return None

@@ -37,9 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import bdtr
 
-from harness.stats import AGGREGATIONS, wilson_interval
+from harness.stats import AGGREGATIONS, percentile_interval, wilson_interval
 
-CONFIDENCE = 0.95
 POWER = 0.8
 BOOTSTRAP_ITERATIONS = 2000
 # The spread of a real change's per-document effects over its mean effect, when nothing measured it: the
@@ -95,21 +94,26 @@ def mcnemar_power(n: int, churn: float, change: float, alpha: float) -> float:
     return NORMAL.cdf((math.sqrt(n) * change - z(1 - alpha / 2) * math.sqrt(discordant)) / spread)
 
 
+def fewest_flips(alpha: float) -> int:
+    """The fewest one-way flips McNemar's mid-p test can call significant: k flips and nothing else give 0.5 ** k."""
+    return math.floor(math.log2(1 / alpha)) + 1
+
+
 def mcnemar_mde(n: int, churn: float, alpha: float, power: float = POWER) -> float:
     """The smallest one-way change (a fraction of answers) that McNemar's test sees with `power`; 1.0 and beyond
     means none can be seen. Bisection: the power grows with the change, which with the churn flips at most all
     the answers."""
     largest = 1.0 - churn
-    # Exactness first: k one-way flips and nothing else give a mid-p of 0.5 ** k, so fewer than fewest_flips
-    # flips can never be significant, whatever the approximation says at small n.
-    fewest_flips = math.floor(math.log2(1 / alpha)) + 1
-    if largest <= 0 or fewest_flips > n or mcnemar_power(n, churn, largest, alpha) < power:
+    # Exactness first: fewer than fewest_flips(alpha) flips can never be significant, whatever the approximation
+    # says at small n.
+    flips = fewest_flips(alpha)
+    if largest <= 0 or flips > n or mcnemar_power(n, churn, largest, alpha) < power:
         return math.inf
     low, high = 0.0, largest
     for _ in range(40):  # 1e-12 of the interval: far below any change that matters
         middle = (low + high) / 2
         low, high = (middle, high) if mcnemar_power(n, churn, middle, alpha) < power else (low, middle)
-    return max(high, fewest_flips / n)
+    return max(high, flips / n)
 
 
 def normal_mde(standard_error: float, alpha: float, power: float = POWER) -> float:
@@ -176,8 +180,7 @@ def general_comparison(baseline: np.ndarray, run: np.ndarray, aggregation: str, 
     resampled = resampled_differences(aggregate, baseline, run, seed)
     if n < 2 or resampled.size < 2 or not math.isfinite(difference):
         return {**result, "test": "none (too few documents)"}
-    tail = (1 - CONFIDENCE) / 2 * 100
-    interval = [float(v) for v in np.percentile(resampled, [tail, 100 - tail])]
+    interval = list(percentile_interval(resampled))
     if aggregation == "mean":
         standard_error = float(np.std(run - baseline, ddof=1) / math.sqrt(n))
     else:

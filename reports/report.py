@@ -186,8 +186,23 @@ def failures(run: Run, most: int) -> list[dict]:
             continue
         samples = [s for s in run.samples if s["task"] == task]
         failed = [s for s in samples if not s["scores"][metric]]
-        by_task.append({"task": task, "metric": metric, "failed": len(failed), "total": len(samples),
-                        "shown": [{"doc_id": s["doc_id"], "prompt": show(s.get("prompt", "")),
-                                   "response": show(s.get("response", "")), "target": show(s.get("target", ""))}
-                                  for s in failed[:most]]})
+        shown = [{"doc_id": s["doc_id"], "prompt": show(s.get("prompt", "")), "response": show(s.get("response", "")),
+                  "target": show(s.get("target", "")), "outcome": program_outcomes(s["scores"])}
+                 for s in failed[:most]]
+        by_task.append({"task": task, "metric": metric, "failed": len(failed), "total": len(samples), "shown": shown,
+                        "has_outcomes": any(sample["outcome"] for sample in shown)})
     return by_task
+
+
+def program_outcomes(scores: dict) -> str:
+    """For a code task, how each program ended and what it printed. The printing is the program's, untrusted: it
+    is shown as text under a label that says so (the template escapes it, as every value)."""
+    lines = []
+    for number, result in enumerate(scores.get("results") or [], start=1):
+        lines.append(f"program {number}: {result.get('status')}"
+                     + (f" ({result['error_type']})" if result.get("error_type") else ""))
+        for stream in ("stdout", "stderr"):
+            text = result.get(f"untrusted_{stream}")
+            if text:
+                lines.append(f"  {stream}, written by the program (untrusted):\n{text}")
+    return "\n".join(lines)

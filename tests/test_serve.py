@@ -1,6 +1,6 @@
 """`harness serve` and the `openai:` adapter end to end, over real HTTP on loopback: the same numbers as the local
-model, and a run that completes correctly through a proxy that answers 429 and 500, drops a connection and stalls
-past the client's timeout."""
+model, samples of one prompt that differ and repeat with the seed, and a run that completes correctly through a proxy
+that answers 429 and 500, drops a connection and stalls past the client's timeout."""
 
 import http.server
 import select
@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.engine.requests import GenerateRequest
+from harness.models.registry import load_model
 from harness.record.run_folder import read_run
 from tests.fp32 import logprob_tolerance
 
@@ -84,6 +86,52 @@ def test_a_task_the_server_cannot_answer_is_named(tmp_path, server, capsys):
     err = capsys.readouterr().err
     assert "wikitext needs loglikelihood_rolling" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+# Few tokens at temperature 0.8: four samples that all came out alike would mean they share one random stream.
+SAMPLED = GenerateRequest("Once upon a time,", max_tokens=6, temperature=0.8)
+
+
+@pytest.fixture
+def remote(server):
+    model = load_model(f"openai:smollm2-135m@{server}")
+    yield model
+    model.close()
+
+
+def test_samples_of_one_prompt_differ_through_the_server_and_repeat_with_the_seed(remote):
+    texts = remote.generate_until([SAMPLED] * 4, seed=1234)
+    assert len(set(texts)) > 1, texts  # pass@k from identical samples would silently equal pass@1
+    assert remote.generate_until([SAMPLED] * 4, seed=1234) == texts
+    # Sent in parts, with the occurrences the evaluator passes, each sample draws the same text.
+    assert remote.generate_until([SAMPLED] * 2, seed=1234, occurrences=[2, 3]) == texts[2:]
+
+
+def test_each_sample_sends_its_own_seed_and_a_rerun_the_same_ones(remote, monkeypatch):
+    sent = []
+    post = remote._post
+    monkeypatch.setattr(remote, "_post", lambda path, body: sent.append(body["seed"]) or post(path, body))
+
+    def seeds(*args, **kwargs) -> list[int]:
+        sent.clear()
+        remote.generate_until(*args, **kwargs)
+        return sorted(sent)  # requests go out concurrently: their order is not the list's
+
+    first = seeds([SAMPLED] * 4, seed=1234)
+    assert len(set(first)) == 4
+    assert seeds([SAMPLED] * 4, seed=1234) == first
+    assert sorted(seeds([SAMPLED] * 2, seed=1234, occurrences=[2, 3]) + seeds([SAMPLED] * 2, seed=1234)) == first
+    assert set(seeds([SAMPLED] * 4, seed=1)).isdisjoint(first)
+
+
+def test_the_server_samples_identical_prompts_of_one_request_apart(server):
+    body = {"max_tokens": 6, "temperature": 0.8, "seed": 1234}
+    listed = httpx.post(f"{server}/completions", json={**body, "prompt": ["Once upon a time,"] * 4}, timeout=600)
+    texts = [choice["text"] for choice in listed.json()["choices"]]
+    assert len(set(texts)) > 1, texts
+    n = httpx.post(f"{server}/completions", json={**body, "prompt": "Once upon a time,", "n": 4}, timeout=600)
+    assert [choice["text"] for choice in n.json()["choices"]] == texts
+    assert [choice["index"] for choice in n.json()["choices"]] == [0, 1, 2, 3]
 
 
 # The faulty run's client timeout (HARNESS_OPENAI_TIMEOUT). Which calls fail is decided by counting them, never by a

@@ -52,7 +52,7 @@ def absolute(path: Path | None) -> Path | None:
 
 def sandbox_config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(allow_code_execution=args.allow_code_execution, timeout_s=args.code_timeout,
-                         workers=args.code_workers)
+                         workers=args.code_workers, allow_weak_isolation=args.allow_weak_isolation)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

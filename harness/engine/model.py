@@ -8,13 +8,15 @@ harness/engine/cache.py, as lm-eval's CachingLM wraps an LM).
 The three request methods share one signature. Each takes a list of requests of its kind and returns one response
 per request, in order; `batch_size` None means the model's own policy (results never depend on it); `progress` is
 called with the number of requests done as work finishes; `seed` and `occurrences` decide a sampled generation's
-random stream (the run's seed, and how many identical requests came before it in its task), so that a text does
-not depend on batching; the two loglikelihood methods ignore them.
+random stream (the run's seed, and how many identical requests came before it in its task; `stream_seed` below),
+so that a text does not depend on batching; the two loglikelihood methods ignore them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Sequence
 
@@ -99,3 +101,21 @@ def method_for(model: LanguageModel, kind: type[Request]) -> Callable[..., list]
     methods = {LoglikelihoodRequest: model.loglikelihood, RollingLoglikelihoodRequest: model.loglikelihood_rolling,
                GenerateRequest: model.generate_until}
     return methods[kind]
+
+
+def occurrences_in(requests: Sequence[Request]) -> list[int]:
+    """How many identical requests come before each one in the list: the occurrences a caller that sends a whole
+    list in one call implies, so that n identical sampled requests draw n different streams."""
+    seen: Counter = Counter()
+    occurrences = []
+    for request in requests:
+        occurrences.append(seen[request.key])
+        seen[request.key] += 1
+    return occurrences
+
+
+def stream_seed(seed: int, request_key: str, occurrence: int) -> int:
+    """The seed of one sampled generation's random stream: every model draws it the same way, a local one for its
+    torch generator and a remote one for the seed it sends, so that the cache's (seed, occurrence) names one text."""
+    digest = hashlib.sha256(f"{seed}:{request_key}:{occurrence}".encode()).hexdigest()
+    return int(digest[:15], 16)  # 60 bits: within every server's signed 64-bit seed

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.engine.programs import ProgramRunner
 from harness.engine.requests import Request
 
 
@@ -38,7 +39,7 @@ class TaskOptions:
     temperature: float | None = None  # their sampling temperature
     fewshot_seed: int = 1234  # the run's --seed, for tasks that draw few-shot examples at random (gsm8k)
     # Services the engine lends to tasks that need them, so that tasks never import the engine:
-    run_programs: Callable[[list[list[str]]], list[dict]] | None = None  # the code sandbox; None: not allowed
+    run_programs: ProgramRunner | None = None  # the code sandbox; None: not allowed
     toxicity_scorer: Callable[[], Any] | None = None  # gives the one toxicity scorer of the run (harness/toxicity.py)
 
     def fewshot(self, default: int) -> int:

@@ -15,7 +15,6 @@ Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) a
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from collections import Counter
 from contextlib import contextmanager, nullcontext
@@ -26,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from harness.engine.model import LanguageModel, Progress
+from harness.engine.model import LanguageModel, Progress, occurrences_in, stream_seed
 from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -233,12 +232,8 @@ class ModelAdapter(LanguageModel):
         `occurrences` says when the caller sends a longer list in parts), so that its text depends neither on the
         batch size nor on which requests share its batch."""
         if occurrences is None:
-            seen: Counter = Counter()
-            occurrences = []
-            for request in requests:
-                occurrences.append(seen[request.key])
-                seen[request.key] += 1
-        generators = [torch.Generator(device="cpu").manual_seed(_stream_seed(seed, request.key, occurrence))
+            occurrences = occurrences_in(requests)
+        generators = [torch.Generator(device="cpu").manual_seed(stream_seed(seed, request.key, occurrence))
                       for request, occurrence in zip(requests, occurrences)]
         rendered = [self.encode(r.context) for r in requests]
         return self._generate_all(requests, rendered, generators, batch_size or AUTO_GENERATION_BATCH, progress)
@@ -361,11 +356,6 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
         sorted_probs[mass_before >= top_p] = 0.0
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator)[0]
-
-
-def _stream_seed(seed: int, request_key: str, occurrence: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{request_key}:{occurrence}".encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 def _cut_at_stop(text: str, stops: Iterable[str]) -> str | None:

@@ -8,6 +8,9 @@
   A server that cannot echo log-probabilities stops the run with the task and the missing capability named.
 - loglikelihood_rolling is not offered: it needs the model's tokenizer to cut windows, which a server hides.
 
+A generation sends the seed of its own random stream (harness.engine.model.stream_seed: the run's seed, the
+request and its occurrence), so that the n samples of a problem differ and a rerun draws the same texts.
+
 Requests go out concurrently (HARNESS_OPENAI_CONCURRENCY, default 8), each retried with exponential backoff on
 429, 5xx, timeouts (HARNESS_OPENAI_TIMEOUT seconds, default 300) and dropped connections (Retry-After is
 honoured). The API key comes from OPENAI_API_KEY.
@@ -28,7 +31,7 @@ from typing import Any, Sequence
 import httpx
 import torch
 
-from harness.engine.model import LanguageModel, Progress
+from harness.engine.model import LanguageModel, Progress, occurrences_in, stream_seed
 from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -125,7 +128,13 @@ class OpenAIAdapter(LanguageModel):
     def generate_until(self, requests: Sequence[GenerateRequest], batch_size: int | None = None,
                        progress: Progress | None = None, seed: int = 0,
                        occurrences: Sequence[int] | None = None) -> list[str]:
-        return self._all(requests, lambda r: self._generate(r, seed), progress)
+        # Each sample sends its own stream's seed, derived as a local model seeds its generator: one run seed sent
+        # with every sample of a problem would make a seeded server return n identical texts.
+        if occurrences is None:
+            occurrences = occurrences_in(requests)
+        streams = [(request, stream_seed(seed, request.key, occurrence))
+                   for request, occurrence in zip(requests, occurrences)]
+        return self._all(streams, lambda stream: self._generate(*stream), progress)
 
     def _all(self, requests: Sequence, one, progress) -> list[Any]:
         def answer(request):

@@ -1,229 +1,185 @@
-"""Runs untrusted, model-written code: each program in its own process, many in parallel.
+"""Runs untrusted, model-written code and judges it from outside: each program in two processes, many in parallel.
 
-Each run gets:
-  - its own process, session and process group (killed as a whole at the wall-clock timeout);
-  - a fresh temporary working directory, removed afterwards;
-  - a scrubbed environment, stdin from /dev/null, stdout and stderr captured to files and truncated;
-  - `python -I -S`: no user site, no site-packages, no PYTHON* variables;
-  - inside the child (harness/sandbox/child.py, which runs before any untrusted code): resource limits, a network
-    namespace where the kernel allows one, an unprivileged uid of its own when the harness runs as root, and an
-    audit hook refusing process creation, signals, sockets, ctypes and writes outside the working directory.
-When the harness runs as root, each worker slot has its own uid, and every process left with that uid is killed
-after the run, so nothing a program starts outlives it.
-
-The verdict comes only from the child's report on a private pipe, stamped with a nonce the untrusted code never
-sees; exiting early, being killed or printing anything reads as a failure, never as a pass.
+For each program the harness starts the candidate, `runner/candidate.py` inside the kernel's walls
+(harness/sandbox/walls.py: bubblewrap namespaces, a read-only system, a private scratch tmpfs, seccomp), with
+resource limits; it loads the model-written code and answers calls to its entry point. The program is judged by
+`runner/judge.py`, an ordinary trusted process (one per worker, harness/sandbox/judges.py) that runs the problem's
+tests and calls the candidate through two pipes, with arguments and return values as plain data
+(runner/wire.py).
+The verdict is the judge's alone: nothing the program does can reach it except the values its function returns.
+Where the kernel refuses the walls, the sandbox refuses to start unless weak isolation was asked for explicitly;
+then the candidate runs as a plain process with its limits and an audit hook, and every outcome says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
 from typing import Callable
 
 from harness.config import SandboxConfig
+from harness.engine.programs import Program, ProgramRunner
 from harness.errors import UserError
+from harness.sandbox.judges import JudgePool
+from harness.sandbox.seccomp_filter import SeccompUnavailable, compile_filter
+from harness.sandbox.walls import DESCRIPTION, ENVIRONMENT, RUNNER_DIR, RUNNER_FILES, find_walls
 
-CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
 OUTPUT_KEPT = 2000  # characters of stdout and of stderr kept per run
-SCRUBBED_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+WEAK_DESCRIPTION = "weak: own process and session, rlimits, audit hook; no kernel namespaces"
 
 
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 3.0  # wall clock per program, start-up included
-    memory_mb: int = 1024  # address space
+    memory_mb: int = 1024  # address space of each process
     file_mb: int = 16  # largest file the program may write (its stdout and stderr included)
-    processes: int = 16  # for its own uid (threads count); a backstop, since the audit hook refuses fork
+    scratch_mb: int = 64  # its private /tmp
+    processes: int = 16  # processes and threads
     open_files: int = 64
+
+    def rlimits(self) -> dict[str, int]:
+        return {"RLIMIT_CPU": max(1, int(self.timeout_s) + 1), "RLIMIT_AS": self.memory_mb << 20,
+                "RLIMIT_FSIZE": self.file_mb << 20, "RLIMIT_NPROC": self.processes,
+                "RLIMIT_NOFILE": self.open_files, "RLIMIT_CORE": 0}
 
 
 class Sandbox:
-    """`run(programs)` returns one outcome per program, each a list of code parts run in order in one namespace:
-    {"status": passed | failed | error | timed_out | crashed, "passed": bool, "error_type", "stdout", "stderr",
-    "duration_s"}. `failed` is an AssertionError; `error` any other exception (named in error_type, SystemExit
-    included); `crashed` an exit without a report (os._exit, a signal, a limit)."""
+    """`run(programs)` returns one outcome per program: {"status": passed | failed | error | timed_out | crashed,
+    "passed", "error_type", "stdout", "stderr", "duration_s", "isolation"}. `failed` is an AssertionError of the
+    tests; `error` any other exception (named in error_type: the candidate's, SyntaxError, NotPlainData for a
+    value that cannot cross); `crashed` the candidate ended without answering (os._exit, a signal, a limit)."""
 
-    def __init__(self, limits: Limits = Limits(), workers: int | None = None, audit_hook: bool = True):
+    def __init__(self, limits: Limits = Limits(), workers: int | None = None, weak_isolation: bool = False,
+                 audit_hook: bool = True):
         self.limits = limits
-        self.audit_hook = audit_hook  # off only in tests, to check that the operating system's layers hold alone
+        self.audit_hook = audit_hook  # off in tests, to show that the kernel's walls hold alone
         self.workers = workers or min(8, 2 * (os.cpu_count() or 1))
-        self.isolation: str | None = None
-        # Distinct uids per harness process and per worker, well above any real account.
-        base = 1_500_000_000 + (os.getpid() % 100_000) * 64
-        self._uids: Queue = Queue()
-        self.python, own_uids = choose_interpreter()
-        for slot in range(self.workers):
-            self._uids.put(base + slot if own_uids else None)
+        walls = find_walls()
+        if isinstance(walls, str):
+            self.walls, self.seccomp = None, b""
+            missing = walls
+        else:
+            try:
+                self.walls, self.seccomp, missing = walls, compile_filter(), ""
+            except SeccompUnavailable as error:
+                self.walls, self.seccomp, missing = None, b"", str(error)
+        if self.walls is None and not weak_isolation:
+            raise UserError(f"--allow-code-execution needs kernel isolation, which is missing here: {missing}; "
+                            "install it, or add --allow-weak-isolation to run programs with process limits only")
+        self.isolation = DESCRIPTION if self.walls else f"{WEAK_DESCRIPTION} ({missing})"
+        self.judges = JudgePool(self.limits.memory_mb << 20, self.workers)
+        self.runner_files = {name: (RUNNER_DIR / name).read_bytes() for name in RUNNER_FILES}
         self._private = Path(tempfile.mkdtemp(prefix="harness-sandbox-io-"))
 
     def describe(self) -> dict:
-        if self.isolation is None:
-            self.run([["pass"]])
         return {"timeout_s": self.limits.timeout_s, "memory_mb": self.limits.memory_mb,
-                "file_mb": self.limits.file_mb, "processes": self.limits.processes,
-                "open_files": self.limits.open_files, "workers": self.workers, "python": self.python,
+                "file_mb": self.limits.file_mb, "scratch_mb": self.limits.scratch_mb,
+                "processes": self.limits.processes, "open_files": self.limits.open_files, "workers": self.workers,
                 "isolation": self.isolation}
 
-    def run(self, programs: list[list[str]], progress: Callable[[int], None] | None = None) -> list[dict]:
-        def one(parts: list[str]) -> dict:
-            uid = self._uids.get()
+    def run(self, programs: list[Program], progress: Callable[[int], None] | None = None) -> list[dict]:
+        def one(program: Program) -> dict:
             try:
-                return self.run_one(parts, uid)
+                return self.run_one(program)
             finally:
-                self._uids.put(uid)
                 if progress:
                     progress(1)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(one, programs))
 
-    def run_one(self, parts: list[str], uid: int | None) -> dict:
-        limits = self.limits
-        nonce = secrets.token_hex(16)
-        workdir = Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
+    def run_one(self, program: Program) -> dict:
         io_dir = Path(tempfile.mkdtemp(dir=self._private))
-        read_end, write_end = os.pipe()
-        job = {"parts": parts, "nonce": nonce, "uid": uid, "report_fd": write_end, "audit_hook": self.audit_hook,
-               "cpu_seconds": max(1, int(limits.timeout_s) + 1), "memory_bytes": limits.memory_mb << 20,
-               "file_bytes": limits.file_mb << 20, "processes": limits.processes, "open_files": limits.open_files}
+        scratch = None if self.walls else Path(tempfile.mkdtemp(prefix="harness-sandbox-"))
+        calls_read, calls_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        candidate_fds, judge_fds = [calls_read, replies_write], [calls_write, replies_read]
+        if self.walls:
+            seccomp = memory_file(self.seccomp)
+            files = {name: memory_file(text) for name, text in self.runner_files.items()}
+            candidate_fds += [seccomp, *files.values()]
+        open_fds = candidate_fds + judge_fds
+        candidate = None
         try:
-            if uid is not None:
-                os.chown(workdir, uid, uid)
-            with open(io_dir / "stdout", "wb") as stdout, open(io_dir / "stderr", "wb") as stderr:
-                process = subprocess.Popen(
-                    [self.python, "-I", "-S", "-c", CHILD_SOURCE], stdin=subprocess.PIPE, stdout=stdout,
-                    stderr=stderr, cwd=workdir, env=dict(SCRUBBED_ENV, HOME=str(workdir), TMPDIR=str(workdir)),
-                    start_new_session=True, pass_fds=(write_end,), close_fds=True)
-            os.close(write_end)
-            write_end = -1
-            reports = ReportReader(read_end, nonce)
+            runner_args = [str(calls_read), str(replies_write), json.dumps(self.limits.rlimits()),
+                           "audit" if self.audit_hook else "no-audit"]
+            if self.walls:
+                command = self.walls.command(runner_args, files, seccomp, self.limits.scratch_mb)
+                environment, cwd, user = ENVIRONMENT, "/", self.walls.popen_user()
+            else:
+                command = [sys.executable, "-E", "-s", "-S", str(RUNNER_DIR / "candidate.py"), *runner_args]
+                environment, cwd, user = dict(ENVIRONMENT, HOME=str(scratch), TMPDIR=str(scratch)), scratch, {}
             started = time.perf_counter()
-            timed_out = False
+            with open(io_dir / "stdout", "wb") as stdout, open(io_dir / "stderr", "wb") as stderr:
+                candidate = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd, env=environment,
+                    start_new_session=True, pass_fds=candidate_fds, **user)
+            for fd in candidate_fds:  # the candidate holds its ends: its exit must read as end of file
+                open_fds.remove(fd)
+                os.close(fd)
+            job = {"code": program.code, "entry_point": program.entry_point, "context": program.context,
+                   "tests": program.tests, "timeout_s": self.limits.timeout_s}
+            judge = self.judges.take()
             try:
-                process.communicate(json.dumps(job).encode(), timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except BrokenPipeError:
-                pass  # it died before reading its job
+                outcome = judge.judge(job, judge_fds, self.limits.timeout_s)
+            finally:
+                self.judges.give_back(judge)
+            close_all(open_fds)  # the judge holds its own copies now
             duration = time.perf_counter() - started
-            kill_group(process.pid)
-            process.wait()
-            if uid is not None:
-                kill_uid(uid)
-            report = reports.finish()
-            if report.isolation:
-                self.isolation = report.isolation
-            outcome = verdict(report.status, report.detail, timed_out, process.returncode)
-            outcome["duration_s"] = round(duration, 3)
-            outcome["stdout"] = read_truncated(io_dir / "stdout")
-            outcome["stderr"] = read_truncated(io_dir / "stderr")
-            return outcome
         finally:
-            if write_end >= 0:
-                os.close(write_end)
-            os.close(read_end)
-            shutil.rmtree(workdir, ignore_errors=True)
-            shutil.rmtree(io_dir, ignore_errors=True)
+            if candidate is not None:
+                stop(candidate)
+            close_all(open_fds)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        if outcome is None:  # the judge hung past its grace period on a hostile value, and was replaced
+            outcome = {"status": "timed_out", "error_type": "timeout"}
+        outcome.update(passed=outcome["status"] == "passed", duration_s=round(duration, 3),
+                       stdout=read_truncated(io_dir / "stdout"), stderr=read_truncated(io_dir / "stderr"),
+                       isolation=self.isolation)
+        shutil.rmtree(io_dir, ignore_errors=True)
+        return outcome
 
     def close(self) -> None:
+        self.judges.close()
         shutil.rmtree(self._private, ignore_errors=True)
 
 
-class ReportReader:
-    """Reads the child's reports in a thread (so a chatty child never blocks), keeping only nonce lines."""
-
-    def __init__(self, fd: int, nonce: str):
-        self.fd, self.nonce = fd, nonce
-        self.isolation = self.status = self.detail = None
-        self._chunks: list[bytes] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        total = 0
-        while chunk := os.read(self.fd, 65536):
-            total += len(chunk)
-            if total <= 1 << 20:
-                self._chunks.append(chunk)
-
-    def finish(self) -> "ReportReader":
-        self._thread.join(timeout=5)
-        for line in b"".join(self._chunks).decode("utf-8", "replace").splitlines():
-            words = line.split(" ", 2)
-            if len(words) < 2 or words[0] != self.nonce:
-                continue
-            if words[1] == "isolation":
-                self.isolation = words[2] if len(words) > 2 else ""
-            else:
-                self.status, self.detail = words[1], (words[2] if len(words) > 2 else "")
-        return self
+def memory_file(data: bytes) -> int:
+    """A descriptor bubblewrap reads `data` from, from the start (the seccomp filter, the runner's files)."""
+    fd = os.memfd_create("harness-sandbox")  # close-on-exec: only the program it is passed to inherits it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
-def verdict(status: str | None, detail: str | None, timed_out: bool, returncode: int) -> dict:
-    if status in ("passed", "failed", "error"):
-        return {"status": status, "passed": status == "passed",
-                "error_type": "AssertionError" if status == "failed" else (detail or None)}
-    if timed_out:
-        return {"status": "timed_out", "passed": False, "error_type": "timeout"}
-    how = f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
-    return {"status": "crashed", "passed": False, "error_type": f"exited without a report ({how})"}
+def close_all(fds: list[int]) -> None:
+    """Closes each descriptor once: other threads reuse the numbers as soon as they are free."""
+    while fds:
+        os.close(fds.pop())
 
 
-def choose_interpreter() -> tuple[str, bool]:
-    """The Python that runs programs, and whether each program gets a uid of its own.
-
-    Only root can switch uids, and an unprivileged uid can only run a Python whose standard library it can read;
-    pyenv's (under /root) it cannot. Then a system Python of the same version serves, when there is one."""
-    if os.geteuid() != 0:
-        return sys.executable, False
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-        if os.access(python, os.X_OK) and stdlib_readable_by_others(python):
-            return python, True
-    return sys.executable, False
-
-
-def stdlib_readable_by_others(python: str) -> bool:
-    probe = subprocess.run([python, "-I", "-S", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return False
-    stdlib = Path(probe.stdout.strip()).resolve()
-    chain = [stdlib, *stdlib.parents]
-    return bool(stdlib.stat().st_mode & stat.S_IROTH) and all(p.stat().st_mode & stat.S_IXOTH for p in chain)
-
-
-def kill_group(pid: int) -> None:
+def stop(process: subprocess.Popen) -> None:
+    """Kills a process and its group. Inside the walls that ends the PID namespace, and with it every process the
+    program started; for weak isolation the group is all that can be reached."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def kill_uid(uid: int) -> None:
-    """Kills every process owned by `uid` (a worker slot's own uid): whatever a program left behind."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid == uid:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
+    try:
+        process.kill()
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def read_truncated(path: Path) -> str:
@@ -235,19 +191,20 @@ def read_truncated(path: Path) -> str:
 
 
 def make_sandbox(config: SandboxConfig) -> Sandbox:
-    """The sandbox a run or score-code asked for (--code-timeout, --code-workers)."""
+    """The sandbox a run or score-code asked for (--code-timeout, --code-workers, --allow-weak-isolation)."""
     if config.timeout_s <= 0:
         raise UserError("--code-timeout must be more than 0 seconds")
-    return Sandbox(Limits(timeout_s=config.timeout_s), workers=config.workers)
+    return Sandbox(Limits(timeout_s=config.timeout_s), workers=config.workers,
+                   weak_isolation=config.allow_weak_isolation)
 
 
-def runner_with_progress(sandbox: Sandbox) -> Callable[[list[list[str]]], list[dict]]:
+def runner_with_progress(sandbox: Sandbox) -> ProgramRunner:
     """The function tasks are lent to run programs: the sandbox, with a progress bar."""
-    # Deferred: apart from this progress bar the sandbox needs only the standard library, and its tests run it as an
-    # unprivileged user under the system's bare interpreter.
+    # Deferred: apart from this progress bar the sandbox needs only the standard library and pyseccomp, and its
+    # tests run it as an unprivileged user under the system's bare interpreter.
     from tqdm import tqdm
 
-    def run_programs(programs: list[list[str]]) -> list[dict]:
+    def run_programs(programs: list[Program]) -> list[dict]:
         with tqdm(total=len(programs), desc="running code", unit="program", dynamic_ncols=True) as bar:
             return sandbox.run(programs, progress=bar.update)
 

@@ -1,11 +1,15 @@
 """`harness serve`: any of our model specs behind an OpenAI-compatible HTTP server (FastAPI on uvicorn).
 
-    POST /v1/completions        prompt (a string or a list of them), max_tokens, temperature, top_p, stop, seed;
-                                with echo and logprobs, each prompt token's log-probability (the first has none),
-                                its text offset, and the most likely token at each position: what a client needs
-                                to score a continuation (vLLM answers the same way)
-    POST /v1/chat/completions   messages, written through the model's chat template, then generated from
+    POST /v1/completions        prompt (a string or a list of them), max_tokens, temperature, top_p, stop, seed,
+                                n (samples of each prompt, in OpenAI's order: prompt by prompt); with echo and
+                                logprobs, each prompt token's log-probability (the first has none), its text
+                                offset, and the most likely token at each position: what a client needs to score
+                                a continuation (vLLM answers the same way)
+    POST /v1/chat/completions   messages, written through the model's chat template, then generated from (n too)
     GET  /v1/models             the one model served, under its spec
+
+A request's generations are one call of the adapter with the request's seed: identical prompts in it (a list, or
+n > 1) are identical requests, which the adapter gives distinct random streams, so that its samples differ.
 
 One model answers one request at a time (a lock): the server is for evaluating a model remotely and for testing
 the `openai:` adapter end to end, not for serving traffic.
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from harness.engine.requests import GenerateRequest
 
@@ -34,6 +38,7 @@ class CompletionBody(BaseModel):
     echo: bool = False
     logprobs: int | None = None
     seed: int = 0
+    n: int = Field(1, ge=1, le=128)  # OpenAI's own bound
 
 
 class ChatBody(BaseModel):
@@ -44,6 +49,7 @@ class ChatBody(BaseModel):
     top_p: float = 1.0
     stop: str | list[str] | None = None
     seed: int = 0
+    n: int = Field(1, ge=1, le=128)  # OpenAI's own bound
 
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
@@ -53,13 +59,15 @@ def make_app(adapter) -> FastAPI:
     app = FastAPI(title=f"harness serve: {adapter.spec}")
     lock = threading.Lock()
 
-    def generate(prompt: str, body) -> tuple[str, str]:
+    def generate(prompts: list[str], body) -> list[tuple[str, str]]:
+        """(text, finish reason) of body.n samples of each prompt, prompt by prompt."""
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-        request = GenerateRequest(prompt, stop=stop, max_tokens=body.max_tokens, temperature=body.temperature,
-                                  top_p=body.top_p)
+        requests = [GenerateRequest(prompt, stop=stop, max_tokens=body.max_tokens, temperature=body.temperature,
+                                    top_p=body.top_p) for prompt in prompts for _ in range(body.n)]
+        # One call, so that the adapter counts identical requests' occurrences; one at a time, as before.
         with lock:
-            generation = adapter.generate([request], batch_size=1, seed=body.seed)[0]
-        return generation.text, FINISH[generation.finish]
+            generations = adapter.generate(requests, batch_size=1, seed=body.seed)
+        return [(generation.text, FINISH[generation.finish]) for generation in generations]
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -68,29 +76,31 @@ def make_app(adapter) -> FastAPI:
     @app.post("/v1/completions")
     def completions(body: CompletionBody) -> dict:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        choices = []
-        for index, prompt in enumerate(prompts):
-            if body.echo and body.max_tokens == 0:
-                if body.logprobs is None:
-                    raise HTTPException(400, "echo with max_tokens 0 needs logprobs")
+        if body.echo:
+            if body.max_tokens != 0:
+                raise HTTPException(400, "echo is supported with max_tokens 0 only (scoring a prompt)")
+            if body.logprobs is None:
+                raise HTTPException(400, "echo with max_tokens 0 needs logprobs")
+            if body.n != 1:
+                raise HTTPException(400, "echo with max_tokens 0 scores a prompt once: n must be 1")
+            choices = []
+            for index, prompt in enumerate(prompts):
                 with lock:
                     logprobs = prompt_logprobs(adapter, prompt)
                 choices.append({"index": index, "text": prompt, "logprobs": logprobs, "finish_reason": "length"})
-                continue
-            if body.echo:
-                raise HTTPException(400, "echo is supported with max_tokens 0 only (scoring a prompt)")
-            text, finish = generate(prompt, body)
-            choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": finish})
+        else:
+            choices = [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+                       for index, (text, finish) in enumerate(generate(prompts, body))]
         return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()),
                 "model": adapter.spec, "choices": choices}
 
     @app.post("/v1/chat/completions")
     def chat(body: ChatBody) -> dict:
         prompt = adapter.apply_chat_template(body.messages)
-        text, finish = generate(prompt, body)
+        choices = [{"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                   for index, (text, finish) in enumerate(generate([prompt], body))]
         return {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
-                "model": adapter.spec,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+                "model": adapter.spec, "choices": choices}
 
     return app
 

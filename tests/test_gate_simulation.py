@@ -55,15 +55,15 @@ def test_one_task_raises_a_false_alarm_at_most_alpha_of_the_time():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("correction", ["holm", "bh"])
-def test_fifty_seven_subjects_together_raise_a_false_alarm_at_most_alpha_of_the_time(correction):
+def test_fifty_seven_subjects_together_raise_a_false_alarm_at_most_alpha_of_the_time():
     """Without a correction, at least one of 57 subjects reads 'regressed' in about 70 % of harmless changes (each
     is a one-sided 2 % chance); Holm holds the chance of any at alpha, and BH, with every subject unchanged,
     too (its false discovery rate is then the family-wise rate). The rows are made by the gate's own functions
     from each subject's paired scores (compare_paired, then decide, as compare does) without building 11,000
-    sample records per draw; the pairing of documents is tested in tests/test_gate.py."""
+    sample records per draw; the pairing of documents is tested in tests/test_gate.py. Both corrections judge the
+    same draws (the paired comparisons are the costly part)."""
     rng = np.random.default_rng(57)
-    alarms = uncorrected = 0
+    alarms, uncorrected = {"holm": 0, "bh": 0}, 0
     for _ in range(DRAWS):
         rows = []
         for subject in range(57):
@@ -71,9 +71,11 @@ def test_fifty_seven_subjects_together_raise_a_false_alarm_at_most_alpha_of_the_
             rows.append(gate.paired_row(f"subject{subject}", "acc", "primary",
                                         compare_paired(baseline, run, "mean"), higher_is_better=True))
         uncorrected += any(row["p_value"] < ALPHA and row["difference"] < 0 for row in rows)
-        gate.decide(rows, ALPHA, correction, min_effect={})
-        alarms += any_regressed(rows)
-    assert alarms / DRAWS <= FALSE_ALARM_BOUND
+        for correction in alarms:
+            judged = [dict(row) for row in rows]  # decide() writes its verdicts into the rows
+            gate.decide(judged, ALPHA, correction, min_effect={})
+            alarms[correction] += any_regressed(judged)
+    assert alarms["holm"] / DRAWS <= FALSE_ALARM_BOUND and alarms["bh"] / DRAWS <= FALSE_ALARM_BOUND, alarms
     assert uncorrected / DRAWS > 0.5  # the simulation is one where the correction matters
 
 

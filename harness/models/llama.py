@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.attention import KVCache, SharedPrefixCache, positions_and_mask, shared_prefix_attention
+from harness.models.attention import (
+    KVCache,
+    SharedPrefixCache,
+    grouped_query_attention,
+    positions_and_mask,
+    shared_prefix_attention,
+)
 from harness.models.checkpoint import fill_model, load_state_dict
 
 
@@ -113,21 +119,7 @@ class Attention(nn.Module):
             return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)
-        # Grouped-query attention: each key/value head serves num_heads / num_kv_heads query heads.
-        groups = self.num_heads // self.num_kv_heads
-        if mask is None:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
-        else:
-            # With a mask (a cache being continued), a key head's query heads are stacked as one longer query,
-            # which reads the cache where it is: repeating the cache for every query head would copy all of it
-            # at each decoding step.
-            stacked = q.reshape(batch, self.num_kv_heads, groups * seq, self.head_dim)
-            mask = mask.view(-1, 1, seq, mask.shape[-1])  # (batch, or 1 for all rows, 1, seq, keys)
-            mask = mask[:, :, None].expand(-1, -1, groups, -1, -1).reshape(mask.shape[0], 1, groups * seq, -1)
-            out = F.scaled_dot_product_attention(stacked, k, v, attn_mask=mask)
-            out = out.reshape(batch, self.num_heads, seq, self.head_dim)
+        out = grouped_query_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
 
 

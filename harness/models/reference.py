@@ -1,4 +1,4 @@
-"""Adapter over our own reference implementations (LLaMA, GPT-2, Mixtral) loaded from a local folder, with the
+"""Adapter over our own reference implementations (LLaMA, GPT-2, Mixtral, Gemma 3) loaded from a local folder, with the
 variants a spec may add: a LoRA adapter (+lora=PATH), quantization (:int8, :int4-gG, :dynamic-int8) or a
 mixture-of-experts split (:moe-eEkK). Each change is described in the run record and enters the fingerprint, so
 that a variant's numbers are never taken for the base model's."""
@@ -15,6 +15,7 @@ import torch
 from harness.errors import UserError
 from harness.models.adapter import Generation, ModelAdapter
 from harness.models.attention import ReferenceModel
+from harness.models.gemma3 import load_gemma3
 from harness.models.generation import ContinuousBatcher
 from harness.models.gpt import load_gpt2
 from harness.models.llama import load_llama
@@ -27,7 +28,9 @@ from harness.models.variants import check_variant, family_of
 from harness.systems.profiler import Profiler
 
 # The loader of each config.json model_type: (folder, dtype=, device=) -> the model, a ReferenceModel.
-LOADERS: dict[str, Callable[..., ReferenceModel]] = {"llama": load_llama, "gpt2": load_gpt2, "mixtral": load_mixtral}
+LOADERS: dict[str, Callable[..., ReferenceModel]] = {
+    "llama": load_llama, "gpt2": load_gpt2, "mixtral": load_mixtral, "gemma3_text": load_gemma3,
+}
 SUPPORTED_MODEL_TYPES = tuple(LOADERS)
 
 

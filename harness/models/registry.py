@@ -1,8 +1,9 @@
 """Model specs (`NAME[:VARIANT][+lora=PATH[,merge]]`) and how each one is loaded.
 
     smollm2-135m          SmolLM2-135M-Instruct in the reference LLaMA (converted from the packaged GGUF)
+    gemma3-270m           Gemma 3 270M in the reference Gemma 3 (converted from the packaged GGUF; Gemma licence)
     hf:PATH               a local Hugging Face folder (or a Hub repository id) in our reference implementation of
-                          its model_type (llama, gpt2, mixtral); `hf:PATH:VARIANT` adds a variant
+                          its model_type (llama, gpt2, mixtral, gemma3_text); `hf:PATH:VARIANT` adds a variant
     transformers:PATH     the same folder in Hugging Face transformers' own implementation: the peer
     openai:MODEL@URL      MODEL behind an OpenAI-compatible server at URL (http://HOST:PORT/v1): vLLM, TGI,
                           `harness serve`
@@ -30,7 +31,10 @@ from harness.systems.profiler import Profiler
 
 NAMED_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA, 135M parameters), from the packaged GGUF or the Hub",
+    "gemma3-270m": "Gemma 3 270M base (Gemma 3, 268M parameters), from the packaged GGUF; Gemma licence terms",
 }
+# Where each named model's converted folder comes from: (progress) -> folder, converting on first use.
+NAMED_FOLDERS = {"smollm2-135m": sources.smollm2_folder, "gemma3-270m": sources.gemma3_folder}
 PATH_PREFIXES = {
     "hf": "a local Hugging Face folder or Hub repository id, in the reference implementation",
     "transformers": "a local Hugging Face folder in transformers' implementation (the peer)",
@@ -111,8 +115,8 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         if not folder.is_dir():
             raise UserError(f"transformers:PATH needs a local model folder; {spec.path!r} is not one")
         return TransformersAdapter(text, folder, device, torch_dtype, profiler=profiler)
-    if spec.name == "smollm2-135m":
-        folder = sources.smollm2_folder(progress)
+    if spec.name in NAMED_FOLDERS:
+        folder = NAMED_FOLDERS[spec.name](progress)
     else:  # hf:PATH, a local folder or else a Hub repository id
         folder = Path(spec.path).expanduser()
         if not folder.exists():

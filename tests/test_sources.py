@@ -1,13 +1,15 @@
 """Where models come from: the Hub code path on a local folder in the Hub's cache layout, hf:PATH, GGUF checks."""
 
+import json
 import shutil
 
 import pytest
 
+from harness.engine.requests import LoglikelihoodRequest
 from harness.errors import UserError
 from harness.models import sources
+from harness.models.checkpoint import weights_sha256
 from harness.models.registry import load_model, parse_spec
-from harness.engine.requests import LoglikelihoodRequest
 from tests.tiny import make_tiny_llama_folder
 
 
@@ -48,7 +50,8 @@ def test_not_a_gguf_is_refused(tmp_path):
 def test_default_model_folder_is_complete(smollm2):
     assert sources.packaged_smollm2_gguf() is not None
     assert (smollm2.folder / sources.SOURCE_RECORD).is_file()
-    assert smollm2.fingerprint == sources.recorded_fingerprint(smollm2.folder)
+    record = json.loads((smollm2.folder / sources.SOURCE_RECORD).read_text())
+    assert weights_sha256(smollm2.folder) == record["weights_sha256"]  # the converted weights, unchanged on disk
     info = smollm2.info()
     assert info["parameters"] == 134_515_008 and info["max_length"] == 8192 and info["prefix_token_id"] == 1
 

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from harness.engine.model import LanguageModel, Progress, occurrences_in
+from harness.engine.model import LanguageModel, Progress, non_finite, occurrences_in
 from harness.engine.requests import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -165,7 +165,9 @@ class CachingModel(LanguageModel):
                               occurrences=[occurrences[p] for p in missing])
             for position, answer in zip(missing, computed):
                 answers[position] = answer
-            self.store.put_many(self.key, [(keys[p], encode(answers[p])) for p in missing])
+            # A non-finite answer is never kept: the evaluator refuses it, and a later run must compute it again.
+            self.store.put_many(self.key, [(keys[p], encode(answers[p])) for p in missing
+                                           if non_finite(answers[p]) is None])
         self.hits[self.task] += len(requests) - len(missing)
         self.computed[self.task] += len(missing)
         return answers

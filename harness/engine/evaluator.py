@@ -23,11 +23,17 @@ from tqdm import tqdm
 
 from harness import stats
 from harness.engine import distributed
-from harness.engine.model import LanguageModel, method_for
+from harness.engine.model import LanguageModel, method_for, non_finite
 from harness.engine.prompts import Prompt
-from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, Request, RollingLoglikelihoodRequest
+from harness.engine.requests import (
+    GenerateRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    Request,
+    RollingLoglikelihoodRequest,
+)
 from harness.engine.task import Doc, Task
-from harness.errors import CapabilityMissing
+from harness.errors import CapabilityMissing, UserError
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
 
     refuse_what_the_model_cannot_answer(model, planned)
     responses = run_requests(model, [r for _, _, requests in planned for r in requests], batch_size, seed,
-                             [task.name for task, _, requests in planned for _ in requests])
+                             [task.name for task, _, requests in planned for _ in requests],
+                             [doc.id for _, doc, requests in planned for _ in requests])
     if distributed.rank_and_size()[0] != 0:  # under torchrun, rank 0 alone scores and writes
         return evaluation
 
@@ -98,6 +105,8 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
     position = 0
     for task, doc, requests in planned:
         answers_of.append(responses[position:position + len(requests)])
+        record = evaluation.task_records[task.name]
+        record["tied_choices"] = record.get("tied_choices", 0) + tied_choices(answers_of[-1])
         answered[task.name].append((doc, answers_of[-1]))
         position += len(requests)
     per_task_scores = {name: built[name].score_all(answered[name]) for name in task_names}
@@ -226,11 +235,12 @@ def commit_every(kind: type) -> int:
 
 
 def run_requests(model: LanguageModel, requests: list, batch_size: int | None, seed: int,
-                 task_of: list[str] | None = None) -> list[Any]:
+                 task_of: list[str] | None = None, doc_of: list[str] | None = None) -> list[Any]:
     """Responses in request order. Each kind of request goes to the model's method for it, one call per task and
     chunk, inside model.working_on(task) (results do not depend on batching). Under torchrun, each rank answers
     every N-th chunk and all answers are gathered (harness/engine/distributed.py)."""
     task_of = task_of or [""] * len(requests)
+    doc_of = doc_of or ["?"] * len(requests)
     by_kind: dict[type, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, request in enumerate(requests):
         by_kind[type(request)][task_of[index]].append(index)
@@ -263,9 +273,28 @@ def run_requests(model: LanguageModel, requests: list, batch_size: int | None, s
                                              occurrences=[occurrences[i] for i in chunk])
                         except CapabilityMissing as error:
                             raise CapabilityMissing(f"{task} needs {error}") from None
+                        refuse_non_finite(task, [requests[i] for i in chunk], [doc_of[i] for i in chunk], answers)
                         answered.update(zip(chunk, answers))
     answered = distributed.gather(answered)
     return [answered[index] for index in range(len(requests))]
+
+
+def refuse_non_finite(task: str, requests: list, docs: list[str], answers: list) -> None:
+    """Stops the run at the first NaN or infinite log-probability, naming where: scored, it would read as a
+    choice (the argmax of NaNs is the first) or poison a mean, and the run would look valid."""
+    for request, doc, answer in zip(requests, docs, answers):
+        value = non_finite(answer)
+        if value is not None:
+            raise UserError(f"{task}, document {doc}: the model gave a log-probability of {value} for request "
+                            f"{request.key} ({request.kind}); the weights or the dtype are broken (an fp16 "
+                            "overflow?), and nothing of this run is written as a result")
+
+
+def tied_choices(answers: list) -> bool:
+    """Whether a document's most likely answers tie exactly (two or more loglikelihoods at the maximum): the
+    argmax then takes the first, as lm-eval's np.argmax does, and the record counts how often that decided."""
+    logprobs = [a.logprob for a in answers if isinstance(a, LoglikelihoodResult)]
+    return len(logprobs) > 1 and logprobs.count(max(logprobs)) > 1
 
 
 def aggregate_scores(scores: list[dict], metrics, seed: int, clusters: list | None = None) -> dict:

@@ -15,6 +15,7 @@ so that a text does not depend on batching; the two loglikelihood methods ignore
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
@@ -119,3 +120,10 @@ def stream_seed(seed: int, request_key: str, occurrence: int) -> int:
     torch generator and a remote one for the seed it sends, so that the cache's (seed, occurrence) names one text."""
     digest = hashlib.sha256(f"{seed}:{request_key}:{occurrence}".encode()).hexdigest()
     return int(digest[:15], 16)  # 60 bits: within every server's signed 64-bit seed
+
+
+def non_finite(answer: Any) -> float | None:
+    """The NaN or infinite log-probability in an answer (a loglikelihood result or a rolling sum), else None: an
+    fp16 overflow or a broken checkpoint, which an argmax would silently read as choice 0."""
+    value = getattr(answer, "logprob", answer)
+    return value if isinstance(value, float) and not math.isfinite(value) else None

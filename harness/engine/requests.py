@@ -5,8 +5,8 @@ Three kinds, after lm-evaluation-harness's proven cut:
   - RollingLoglikelihoodRequest(text) -> float, the summed log-probability of every token of `text`
   - GenerateRequest(context, stop, max_tokens, temperature, top_p) -> str
 Each request is a frozen dataclass; its `key` (sha256 of its fields) names it in samples.jsonl and, later, in the
-response cache. Tasks may give a context as a `Prompt` (harness.engine.prompts); the evaluator renders it to text, plain or
-through the model's chat template, before the model sees it.
+response cache. Tasks may give a context as a `Prompt` (harness.engine.prompts); the evaluator renders it to text,
+plain or through the model's chat template, before the model sees it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Subclasses provide `_forward` (logits for a batch, optionally with a KV cache) a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import abstractmethod
 from collections import Counter
 from contextlib import contextmanager, nullcontext
@@ -33,7 +35,7 @@ from harness.engine.requests import (
     RollingLoglikelihoodRequest,
 )
 from harness.errors import UserError
-from harness.models.checkpoint import fingerprint_files
+from harness.models.checkpoint import deciding_files_sha256, weights_sha256
 from harness.systems.profiler import UNTIMED, Profiler
 
 # A batch of right-padded sequences is limited to this many token positions (besides the batch size), so that an
@@ -81,6 +83,20 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> li
     return windows
 
 
+def answer_code_sha256() -> str:
+    """A version of the code that turns requests into answers, derived rather than remembered: the sha256 of every
+    source file of harness/models (architectures, attention, scoring, generation, tokenization, variants) and of
+    the engine's request types. Any change to them leaves older cached answers unreachable."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for path in [*sorted(here.glob("*.py")), here.parent / "engine" / "requests.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+ANSWER_CODE = answer_code_sha256()
+
+
 class ModelAdapter(LanguageModel):
     """A language model in torch. `spec` is what the user typed; `folder` holds the weights and tokenizer.
     Subclasses set these attributes, `implementation` (a name for the run record) and `model` (a torch module), and
@@ -94,15 +110,18 @@ class ModelAdapter(LanguageModel):
     max_length: int
     device: torch.device
     dtype: torch.dtype
-    weights_sha256: str | None = None  # known from conversion, or computed on first use
+    weights_sha256: str | None = None  # computed on first use (harness/models/checkpoint.py trusts a fresh note)
     profiler: Profiler | None = None  # given to the constructor by harness run: times batches and steps
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Identifies the weights (and, in subclasses, anything else that changes the numbers)."""
+        """Identifies what decides the answers: the weights as they are on disk, the tokenizer and config files, and
+        the code that computes answers (ANSWER_CODE); subclasses add their variants. dtype, device and the prompt
+        format are the response cache's own key fields."""
         if self.weights_sha256 is None:
-            self.weights_sha256 = fingerprint_files(self.folder)
-        return self.weights_sha256
+            self.weights_sha256 = weights_sha256(self.folder)
+        identity = [self.weights_sha256, deciding_files_sha256(self.folder), ANSWER_CODE]
+        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
     def info(self) -> dict:
         parameters = list(self.model.parameters())
@@ -120,7 +139,19 @@ class ModelAdapter(LanguageModel):
             "max_length": self.max_length,
             "bos_token_id": self.tokenizer.bos_token_id,
             "prefix_token_id": self.prefix_token_id,
+            "special_tokens": self.special_token_rule(),
         }
+
+    def special_token_rule(self) -> str:
+        """The BOS rule in force, in words, for the run record: it is where harnesses disagree on models whose
+        tokenizer adds a BOS (Gemma, Llama), and it follows lm-eval 0.4.13 either way."""
+        adds_bos = self.tokenizer.encode("a")[:1] == [self.tokenizer.bos_token_id] != [None]
+        added = f"the tokenizer adds BOS {self.tokenizer.bos_token_id}" if adds_bos else "the tokenizer adds no BOS"
+        return (f"{added}; contexts, whole texts and rolling texts are encoded with the tokenizer's defaults (none "
+                f"added to a text that starts with the prefix token); an empty context is the prefix token "
+                f"{self.prefix_token_id} and its continuation gets no special tokens; rolling windows start from "
+                f"the prefix token (lm-eval 0.4.13: TemplateLM.loglikelihood, HFLM.tok_encode, "
+                f"get_rolling_token_windows)")
 
     @abstractmethod
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None):
@@ -157,12 +188,24 @@ class ModelAdapter(LanguageModel):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """As lm-eval 0.4.13 (lm_eval/api/model.py, TemplateLM.loglikelihood and _encode_pair): an empty context is
+        the prefix token, and the continuation is encoded without special tokens (no second BOS), unless it starts
+        with the prefix token itself; otherwise the whole text and the context are encoded with the tokenizer's
+        defaults (a BOS where the tokenizer adds one) and the continuation is what the whole adds to the context.
+        A continuation longer than the window cannot be scored (its first token would have no context): refused."""
         if not context:
-            return [self.prefix_token_id], self.encode(continuation)
-        context, continuation = move_trailing_whitespace(context, continuation)
-        whole = self.encode(context + continuation)
-        context_tokens = self.encode(context)
-        return context_tokens, whole[len(context_tokens):]
+            tokens = self.tokenizer.encode(continuation, add_special_tokens=False)
+            pair = ([self.prefix_token_id], tokens) if tokens[:1] != [self.prefix_token_id] else (tokens[:1],
+                                                                                                   tokens[1:])
+        else:
+            context, continuation = move_trailing_whitespace(context, continuation)
+            whole = self.encode(context + continuation)
+            context_tokens = self.encode(context)
+            pair = (context_tokens, whole[len(context_tokens):])
+        if len(pair[1]) > self.max_length:
+            raise UserError(f"a continuation of {len(pair[1])} tokens is longer than {self.spec}'s window of "
+                            f"{self.max_length} tokens and cannot be scored (it starts {continuation[:40]!r})")
+        return pair
 
     # ---- the three requests ------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import torch
@@ -48,6 +50,47 @@ def fingerprint_files(folder: Path, pattern: str = "*.safetensors") -> str:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+# What decides a model's answers besides its weights: the tokenizer (its BOS rule, the chat template) and the config
+# (the window, rope scaling). Their bytes enter the fingerprint, so that a changed file never reuses old answers.
+DECIDING_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
+HASH_NOTE = ".weights-sha256.json"  # the weights' sha256, with the size and mtime of each file it was made from
+
+
+def weight_file_stats(folder: Path) -> dict[str, list[int]]:
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(Path(folder).glob("*.safetensors"))}
+
+
+def weights_sha256(folder: Path) -> str:
+    """The weights' sha256, hashed again unless every file has the size and modification time the last hash was
+    made from (then the note beside them is trusted: a changed, copied or replaced file is always hashed)."""
+    folder = Path(folder)
+    stats = weight_file_stats(folder)
+    try:
+        note = json.loads((folder / HASH_NOTE).read_text())
+        if note["files"] == stats:
+            return note["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = fingerprint_files(folder)
+    try:  # best effort: a read-only folder (a shared Hub cache) is hashed on each use instead
+        staged = folder / (HASH_NOTE + f".{os.getpid()}")
+        staged.write_text(json.dumps({"files": stats, "sha256": digest}))
+        os.replace(staged, folder / HASH_NOTE)
+    except OSError:
+        pass
+    return digest
+
+
+def deciding_files_sha256(folder: Path) -> str:
+    """sha256 over the tokenizer and config files present in the folder (names and bytes)."""
+    digest = hashlib.sha256()
+    for name in DECIDING_FILES:
+        if (Path(folder) / name).is_file():
+            digest.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes() + b"\0")
     return digest.hexdigest()
 
 

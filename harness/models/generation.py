@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 import torch
 
+from harness.engine.requests import GenerateRequest
 from harness.models.adapter import _sample, left_padded
 from harness.models.attention import KVCache, ReferenceModel
 from harness.systems.profiler import UNTIMED
-from harness.engine.requests import GenerateRequest
 
 STOP_MARGIN = 8  # characters before the new text searched again: a new token can complete a character there
 

@@ -125,8 +125,7 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
             folder = sources.gguf_folder(folder, progress)
         elif folder.is_file():
             raise UserError(f"hf:PATH takes a model folder or a .gguf file; {folder} is neither")
-    recorded = sources.recorded_fingerprint(folder)  # converted folders know their weights' sha256
-    adapter = ReferenceAdapter(text, folder, device, torch_dtype, weights_sha256=recorded, profiler=profiler)
+    adapter = ReferenceAdapter(text, folder, device, torch_dtype, profiler=profiler)
     if spec.lora is not None:
         adapter.apply_lora(Path(spec.lora).expanduser(), merge=spec.lora_merge)
     if spec.variant is not None:

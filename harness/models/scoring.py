@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable
 import psutil
 import torch
 
-from harness.models.attention import ReferenceModel, SharedPrefixCache
 from harness.engine.requests import LoglikelihoodResult
+from harness.models.attention import ReferenceModel, SharedPrefixCache
 
 MAX_POSITIONS = 16384  # with a fixed batch size; and the most the auto budget gives a GPU
 # On a CPU small batches are fastest: the activations of a big one overflow the caches. Measured on this project's

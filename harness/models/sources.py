@@ -144,11 +144,6 @@ def convert_gguf(gguf: Path, target: Path, source: str | None = None) -> Path:
     return target
 
 
-def recorded_fingerprint(folder: Path) -> str | None:
-    record = Path(folder) / SOURCE_RECORD
-    return json.loads(record.read_text())["weights_sha256"] if record.is_file() else None
-
-
 def hub_folder(repo_id: str) -> Path:
     """A Hub repository's snapshot folder: from the local Hub cache, or downloaded when the Hub can be reached."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):

@@ -35,13 +35,6 @@ def test_the_164_problems_are_shipped(task):
     assert len(docs) == 164 and docs[0].id == "0" and docs[-1].fields["task_id"] == "HumanEval/163"
 
 
-def test_every_canonical_solution_passes(task):
-    docs = task.docs()
-    scores = task.score_all([(doc, [doc.fields["canonical_solution"]]) for doc in docs])
-    failing = [doc.fields["task_id"] for doc, score in zip(docs, scores) if score["pass@1"] != 1.0]
-    assert failing == []
-
-
 def test_every_canonical_solution_replaced_by_pass_fails(task):
     docs = task.docs()
     scores = task.score_all([(doc, ["    pass\n"]) for doc in docs])
@@ -184,6 +177,8 @@ def test_verdicts_equal_human_evals_own_on_the_same_file(tmp_path):
     differ = [(row["task_id"], row["result"], theirs["result"]) for row, theirs in zip(ours_rows, theirs_rows)
               if row["passed"] != theirs["passed"]]
     assert differ == []
+    failing = [row["task_id"] for row in ours_rows[0::2] if not row["passed"]]
+    assert failing == []  # every canonical solution passes
     mutants_passing = sum(row["passed"] for row in ours_rows[1::2])
-    assert mutants_passing < 164 and sum(row["passed"] for row in ours_rows) > 164  # both outcomes, both ways
+    assert mutants_passing < 164  # and the mutants bring the other outcome
     assert f"pass@1: {theirs_pass_at['pass@1']:.4f}" in ours.stdout

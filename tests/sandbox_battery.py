@@ -27,10 +27,8 @@ WRONG = "    return None\n"
 HARNESS_PID = "__HARNESS_PID__"
 SECRET_NAMES = ("HARNESS_TEST_SECRET", "OPENAI_API_KEY")  # variables the harness holds secrets in
 
-# Completions that pass today because they get through: each is a hole in the walls, described in the reason. The
-# tests expect them to pass (xfail, strict), so that the day the hole is closed the mark has to go. None today:
-# the two this battery found (bubblewrap's root and /dev were writable tmpfs mounts without a size) are closed.
-KNOWN_HOLES: dict[str, str] = {}
+# The two holes this battery found (bubblewrap's root and /dev were writable tmpfs mounts without a size) are closed:
+# fill_the_root_tmpfs and fill_dev_shm below fail like every other program.
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 the harness lives on, and nothing outside the program's scratch is read or changed.
 
 The hostile battery (tests/sandbox_battery.py: 79 completions of HumanEval/0 in five families) runs in three
-configurations, each as one parallel sandbox run: as the current user (root in CI) with the audit hook off, so
-that the kernel's walls hold alone; as an unprivileged user, where bubblewrap builds the walls without root; and
-through `harness score-code`, with the hook on as in every real run. The attacks aim at real targets set up here, outside the sandbox: secrets in the
-environment, in a fake HOME's ~/.ssh and in $HARNESS_HOME's response cache, files in a folder anyone may write,
-TCP, UDP and Unix listeners, a victim process of the sandbox's own uid, and the harness's own pid. Afterwards
-every listener is silent, every file as it was, the victim running, no process left behind and no secret in any
-output.
+configurations, each as one parallel sandbox run: as the current user (root in CI) with the audit hook off, so that
+the kernel's walls hold alone; as an unprivileged user, where bubblewrap builds the walls without root; and through
+`harness score-code`, with the hook on as in every real run. The attacks aim at real targets set up here, outside
+the sandbox: secrets in the environment, in a fake HOME's ~/.ssh and in $HARNESS_HOME's response cache, files in a
+folder anyone may write, TCP, UDP and Unix listeners, a victim process of the sandbox's own uid, and the harness's
+own pid. Afterwards every listener is silent, every file as it was, the victim running, no process left behind and
+no secret in any output.
 """
 
 import json
@@ -36,7 +36,7 @@ from harness.sandbox.process import Limits, Sandbox
 from harness.sandbox.walls import SANDBOX_UID
 from tasks.humaneval import program, read_problems
 from tests import sandbox_battery as battery
-from tests.sandbox_battery import CORRECT, HARNESS_PID, KNOWN_HOLES, NAMES, TASK_ID, WRONG
+from tests.sandbox_battery import CORRECT, HARNESS_PID, NAMES, TASK_ID, WRONG
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
@@ -45,9 +45,6 @@ WORKERS = 4
 IS_ROOT = os.geteuid() == 0
 HEAVY_MODULES = ("torch", "numpy", "transformers", "tqdm")
 
-# One parametrized case per hostile program; a known hole is expected to pass until it is closed (strict).
-PROGRAMS = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[name]))
-            if name in KNOWN_HOLES else name for name in NAMES]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -350,7 +347,7 @@ def test_the_battery_covers_every_family():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", PROGRAMS)
+@pytest.mark.parametrize("name", NAMES)
 def test_without_the_audit_hook_no_hostile_program_passes(bare_battery, name):
     outcome = bare_battery["outcomes"][name]
     assert outcome["status"] != "passed" and outcome["passed"] is False, outcome
@@ -397,7 +394,7 @@ def test_how_the_walls_stopped_each_kind_of_attack(bare_battery):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", PROGRAMS)
+@pytest.mark.parametrize("name", NAMES)
 def test_as_an_unprivileged_user_no_hostile_program_passes(unprivileged_battery, name):
     outcome = unprivileged_battery["outcomes"][name]
     assert outcome["status"] != "passed" and outcome["passed"] is False, outcome
@@ -422,11 +419,11 @@ def test_as_an_unprivileged_user_the_walls_are_built_and_hold(unprivileged_batte
 def test_the_battery_through_score_code(stage, bare_battery, tmp_path):
     """Every hostile completion fails, the correct one passes, and the harness finishes normally: the battery as a
     user would feed it, with the audit hook on, as every real run has it (an extra layer must not change what the
-    walls keep). The known holes are left out: they pass, and are followed by the tests above."""
+    walls keep)."""
     uids = {SANDBOX_UID} if IS_ROOT else set()
     with victim_process(SANDBOX_UID if IS_ROOT else os.getuid()) as victim:
         completions = {name: code.replace(HARNESS_PID, str(os.getpid()))  # the harness's parent: this process
-                       for name, code in battery_completions(stage, victim.pid).items() if name not in KNOWN_HOLES}
+                       for name, code in battery_completions(stage, victim.pid).items()}
         samples = tmp_path / "samples.jsonl"
         samples.write_text("".join(json.dumps({"task_id": TASK_ID, "completion": code}) + "\n"
                                    for code in completions.values()))

@@ -135,6 +135,9 @@ def export_lmeval_data(directory: Path) -> None:
     truthfulqa = tasks.build("truthfulqa_mc2").docs()  # as rows of Hugging Face truthful_qa's multiple_choice
     write_if_changed(directory / "truthfulqa_mc.jsonl", [{"question": d.fields["question"], "mc2_targets": {
         "choices": d.fields["choices"], "labels": d.fields["labels"]}} for d in truthfulqa])
+    gsm8k = tasks.build("gsm8k")  # the rows of openai/gsm8k's main config, as our loader reads them
+    write_if_changed(directory / "gsm8k_test.jsonl", [d.fields for d in gsm8k.docs()])
+    write_if_changed(directory / "gsm8k_train.jsonl", gsm8k.train)
 
 
 def run_logged(command: list[str], log: Path) -> float:

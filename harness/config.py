@@ -27,6 +27,8 @@ class ModelConfig:
     spec: str  # NAME[:VARIANT][+lora=PATH], hf:PATH, transformers:PATH or openai:MODEL@URL
     device: str = "cpu"
     dtype: str = "float32"
+    max_length: int | None = None  # a window shorter than the model's own; None: the model's
+    revision: str | None = None  # openai: models: the user's name for what the server runs
 
 
 @dataclass(frozen=True)

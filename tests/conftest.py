@@ -22,6 +22,14 @@ def smollm2_folder():
     return smollm2_folder()
 
 
+@pytest.fixture(scope="session")
+def gemma3_folder():
+    """The converted Gemma 3 270M folder, for tests that need its files (its tokenizer adds BOS)."""
+    from harness.models.sources import gemma3_folder
+
+    return gemma3_folder()
+
+
 # Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
 # store, not in the user's $HARNESS_HOME/results.sqlite.
 _SCRATCH = tempfile.mkdtemp(prefix="harness-tests-")
@@ -48,7 +56,7 @@ def runs_share_smollm2(smollm2, monkeypatch):
     load, given = registry.load_model, smollm2.profiler
 
     def shared(text, device="cpu", dtype="float32", **options):
-        if (text, device, dtype) != ("smollm2-135m", "cpu", "float32"):
+        if (text, device, dtype) != ("smollm2-135m", "cpu", "float32") or options.get("max_length"):
             return load(text, device=device, dtype=dtype, **options)
         smollm2.profiler = options.get("profiler")
         return smollm2

@@ -80,6 +80,14 @@ def test_mmlu_and_gsm8k_through_the_server_equal_the_local_run(tmp_path, server,
     assert remote["model"]["implementation"] == "openai-api"
 
 
+def test_the_server_names_what_decides_its_answers(server, smollm2):
+    """Its system_fingerprint is its model's fingerprint (weights, tokenizer and config files, answering code), which
+    the openai: adapter keys its cache on: a redeployed model under the same name misses."""
+    body = {"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "temperature": 0}
+    reply = httpx.post(f"{server}/completions", json=body, timeout=600).json()
+    assert reply["system_fingerprint"] == f"fp_{smollm2.fingerprint[:16]}"
+
+
 def test_a_task_the_server_cannot_answer_is_named(tmp_path, server, capsys):
     assert main(["run", "--model", f"openai:smollm2-135m@{server}", "--tasks", "wikitext", "--limit", "1",
                  "--output", str(tmp_path / "run")]) == 2

@@ -12,25 +12,28 @@ from safetensors.torch import load_file, save_file
 import harness.models.adapter
 from harness.cli import main
 from harness.engine.evaluator import tied_choices
-from harness.engine.requests import LoglikelihoodRequest, LoglikelihoodResult
+from harness.engine.requests import LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
 from harness.errors import UserError
 from harness.models.adapter import rolling_windows
 from harness.models.registry import load_model
 from harness.record.run_folder import read_run
-from tests.tiny import make_tiny_llama_folder
+from tests.tiny import make_tiny_gemma3_folder, make_tiny_llama_folder
 
 
-@pytest.fixture
-def tiny(tmp_path, smollm2_folder, monkeypatch):
-    """A tiny random LLaMA folder with SmolLM2's tokenizer, and a response cache of the test's own."""
+@pytest.fixture(params=["llama", "gemma3"])
+def tiny(request, tmp_path, monkeypatch):
+    """A tiny random model folder of each family with its real tokenizer (SmolLM2's adds no BOS, Gemma's does), and
+    a response cache of the test's own."""
     monkeypatch.setenv("HARNESS_CACHE_DB", str(tmp_path / "cache.sqlite"))
-    return make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder)
+    if request.param == "llama":
+        return make_tiny_llama_folder(tmp_path / "tiny", request.getfixturevalue("smollm2_folder"))
+    return make_tiny_gemma3_folder(tmp_path / "tiny", request.getfixturevalue("gemma3_folder"))
 
 
-def cache_use(folder, output) -> tuple[int, int]:
+def cache_use(folder, output, *flags) -> tuple[int, int]:
     """(reused, computed) responses of `harness run` on MMLU anatomy (3 questions, 12 requests)."""
     assert main(["run", "--model", f"hf:{folder}", "--tasks", "mmlu_anatomy", "--limit", "3",
-                 "--output", str(output)]) == 0
+                 "--output", str(output), *flags]) == 0
     use = read_run(output)[0]["settings"]["response_cache"]
     return sum(use["hits"].values()), sum(use["computed"].values())
 
@@ -44,8 +47,12 @@ def test_the_cache_misses_when_tokenizer_config_weights_or_code_change(tiny, tmp
     assert cache_use(tiny, tmp_path / "tokenizer") == (0, 12)
 
     config = json.loads((tiny / "config.json").read_text())
-    (tiny / "config.json").write_text(json.dumps({**config, "rope_theta": 5000.0}))
+    (tiny / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
     assert cache_use(tiny, tmp_path / "config") == (0, 12)
+
+    # A shorter window (--max-length) is another model: its rolling windows and truncation differ.
+    assert cache_use(tiny, tmp_path / "window", "--max-length", "48") == (0, 12)
+    assert cache_use(tiny, tmp_path / "window-again", "--max-length", "48") == (12, 0)
 
     # Weights rewritten in place (same size): the recorded hash no longer matches the files' size and mtime.
     weights = tiny / "model.safetensors"
@@ -110,3 +117,16 @@ def test_bos_follows_lm_eval_for_a_tokenizer_that_adds_one():
     (first_context, first_predicted), *_ = rolling_windows(gemma.encode("Hello world"), 2, gemma.max_length)
     assert first_context == [2] and first_predicted[0] == 2  # lm-eval scores the text's own BOS after the prefix
     assert "the tokenizer adds BOS 2" in gemma.info()["special_tokens"]
+
+
+def test_max_length_shortens_the_window_and_cannot_lengthen_it(tmp_path, smollm2_folder, capsys):
+    folder = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder, max_positions=64)
+    text = RollingLoglikelihoodRequest(" one two three four" * 10)  # 40 tokens and more
+    whole, short = load_model(f"hf:{folder}"), load_model(f"hf:{folder}", max_length=16)
+    assert short.max_length == short.info()["max_length"] == 16 and short.fingerprint != whole.fingerprint
+    windows = rolling_windows(short.encode(text.text), short.prefix_token_id, 16)
+    assert len(windows) > 2 and all(len(context) + len(predicted) <= 17 for context, predicted in windows)
+    assert short.loglikelihood_rolling([text]) != whole.loglikelihood_rolling([text])
+    code = main(["run", "--model", f"hf:{folder}", "--tasks", "wikitext", "--limit", "1", "--max-length", "65",
+                 "--output", str(tmp_path / "run")])
+    assert code == 2 and "--max-length 65 is longer than the 64 positions" in capsys.readouterr().err

@@ -18,3 +18,22 @@ def make_tiny_llama_folder(folder, tokenizer_folder, max_positions: int = 64, se
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_folder / name, folder / name)
     return folder
+
+
+def make_tiny_gemma3_folder(folder, tokenizer_folder, max_positions: int = 256, seed: int = 0):
+    """A tiny random Gemma 3 (one sliding-window layer, one global) with the real Gemma 3 tokenizer, which adds BOS."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=262144, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+                              layer_types=["sliding_attention", "full_attention"],
+                              max_position_embeddings=max_positions, query_pre_attn_scalar=16,
+                              tie_word_embeddings=True, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # sharper distributions than the default init, so argmax ties cannot happen
+        model.model.embed_tokens.weight.mul_(20)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_folder / name, folder / name)
+    return folder

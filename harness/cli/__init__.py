@@ -65,7 +65,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if not names:
         raise UserError("--tasks is empty; run `harness list tasks` to see the choices")
     return RunConfig(
-        model=ModelConfig(spec=args.model, device=args.device, dtype=args.dtype),
+        model=ModelConfig(spec=args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+                          revision=args.revision),
         tasks=TaskConfig(names=names, limit=args.limit[0], limits=args.limit[1], num_fewshot=args.num_fewshot,
                          data_dir=absolute(args.data_dir),
                          samples=args.samples, temperature=args.temperature),
@@ -101,7 +102,8 @@ def rerun_command(args: argparse.Namespace, argv: list[str]) -> int:
 def serve_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.serve import serve_model  # loads torch
 
-    return serve_model(args.model, device=args.device, dtype=args.dtype, host=args.host, port=args.port)
+    return serve_model(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+                       revision=args.revision, host=args.host, port=args.port)
 
 
 def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -113,7 +115,8 @@ def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:
 def profile_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.profile import profile  # loads torch
 
-    return profile(args.model, device=args.device, dtype=args.dtype, batch_sizes=args.batch_sizes,
+    return profile(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, revision=args.revision,
+                   batch_sizes=args.batch_sizes,
                    prompt_lengths=args.prompt_lengths, new_tokens=args.new_tokens, repeats=args.repeats,
                    output=args.output)
 

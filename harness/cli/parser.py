@@ -44,6 +44,12 @@ def model_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
                              + ("" if required else " (required, unless --resume)"))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--revision", metavar="NAME",
+                        help="openai: models: the revision the server runs, as you name it (a deployment, a commit); "
+                             "it keys the response cache with what the server reports")
+    parser.add_argument("--max-length", type=int_at_least(2), metavar="TOKENS",
+                        help="the model's window, shorter than its own (default: its config's "
+                             "max_position_embeddings); sets rolling windows and truncation, as lm-eval's max_length")
 
 
 def code_execution_flags(parser: argparse.ArgumentParser) -> None:

@@ -106,7 +106,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     torch.manual_seed(config.engine.seed)
     # Every run is profiled: the profiler times the model's batches (never task code) and costs well under 2 %.
     profiler = Profiler(torch.device(device))
-    adapter = load_model(config.model.spec, device=device, dtype=config.model.dtype, profiler=profiler,
+    adapter = load_model(config.model.spec, device=device, dtype=config.model.dtype,
+                         max_length=config.model.max_length, revision=config.model.revision, profiler=profiler,
                          progress=lambda message: print(message, file=sys.stderr))
     model = CachingModel(adapter, ResponseCache(), prompt_format.describe(adapter)) if config.engine.use_cache \
         else adapter

@@ -120,8 +120,19 @@ class ModelAdapter(LanguageModel):
         format are the response cache's own key fields."""
         if self.weights_sha256 is None:
             self.weights_sha256 = weights_sha256(self.folder)
-        identity = [self.weights_sha256, deciding_files_sha256(self.folder), ANSWER_CODE]
+        identity = [self.weights_sha256, deciding_files_sha256(self.folder), ANSWER_CODE, self.max_length]
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+    def shorten_window(self, max_length: int | None) -> None:
+        """--max-length: a window shorter than the config's (lm-eval's max_length), e.g. to bound the memory of
+        rolling perplexity. It enters the fingerprint, as it decides the windows."""
+        if max_length is None:
+            return
+        if max_length > self.max_length:
+            raise UserError(f"--max-length {max_length} is longer than the {self.max_length} positions this model "
+                            f"was built for")
+        self.__dict__.pop("fingerprint", None)  # a fingerprint computed before is of the longer window
+        self.max_length = max_length
 
     def info(self) -> dict:
         parameters = list(self.model.parameters())

@@ -46,13 +46,22 @@ RETRIES = 6
 BACKOFF_S = 0.5  # the first wait; it doubles each retry, with jitter, up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 30.0
 TIMEOUT_S = 300.0  # per call; HARNESS_OPENAI_TIMEOUT overrides it
+# The fields of a /v1/models entry that describe the model itself (OpenAI: id, owned_by; vLLM adds root, the
+# weights' path or repository, parent, for a LoRA adapter its base, and max_model_len).
+IDENTIFYING_FIELDS = ("id", "owned_by", "root", "parent", "max_model_len")
+
+
+def text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class OpenAIAdapter(LanguageModel):
     implementation = "openai-api"
 
-    def __init__(self, spec: str, served_model: str, base_url: str, profiler: Profiler | None = None):
+    def __init__(self, spec: str, served_model: str, base_url: str, revision: str | None = None, progress=print,
+                 profiler: Profiler | None = None):
         self.spec, self.served_model, self.base_url = spec, served_model, base_url.rstrip("/")
+        self.revision, self.progress = revision, progress
         self.profiler = profiler  # times each task's wall clock; the server's batches are not seen from here
         self.device, self.dtype = torch.device("cpu"), "remote"  # the model runs elsewhere; this process waits
         self.chat = False  # set by apply_chat_template: prompts are then message lists for chat completions
@@ -62,19 +71,52 @@ class OpenAIAdapter(LanguageModel):
             else {}
         timeout = float(os.environ.get("HARNESS_OPENAI_TIMEOUT", TIMEOUT_S))
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-        self.served = self._served_models()
+        listing = self._served_models()
+        self.served = [entry.get("id") for entry in listing]
         if served_model not in self.served:
-            raise UserError(f"{base_url} serves {', '.join(self.served) or 'no model'}, not {served_model!r}")
+            raise UserError(f"{base_url} serves {', '.join(map(str, self.served)) or 'no model'}, not {served_model!r}")
+        # What the listing says about the model beyond its name (vLLM: root, parent, max_model_len), keeping out
+        # fields that change by the request (vLLM's `created` is the time of the listing, `permission` has fresh ids).
+        entry = next(entry for entry in listing if entry.get("id") == served_model)
+        self.listing = {key: entry[key] for key in IDENTIFYING_FIELDS if isinstance(entry.get(key), (str, int))}
+        self._system_fingerprint: str | None | bool = False  # False: not asked yet; None: the server gives none
+        self._warned = False
 
     # ---- what the engine reads ---------------------------------------------------------------------------
 
     @property
     def fingerprint(self) -> str:
-        # No weights to hash: the served name and the server stand for them.
-        return hashlib.sha256(f"{self.served_model}@{self.base_url}".encode()).hexdigest()
+        """No weights to hash: what the server says about the model stands for them (its listing's identifying
+        fields and its system_fingerprint), with the revision the user pinned. A server that says nothing beyond
+        the name is keyed on name and URL, with a warning."""
+        system = self.system_fingerprint
+        if system is None and not set(self.listing) - {"id", "owned_by"} and self.revision is None and not self._warned:
+            self._warned = True
+            self.progress(f"warning: {self.base_url} says nothing that identifies {self.served_model!r} beyond its "
+                          f"name, so cached answers are reused while the name stays; pass --revision to key them on "
+                          f"what the server runs")
+        identity = [self.served_model, self.base_url, self.listing, system, self.revision]
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def system_fingerprint(self) -> str | None:
+        """The server's system_fingerprint (OpenAI's field for the backend configuration), from one 1-token
+        completion the first time it is asked for; None where the server sends none (vLLM may not)."""
+        if self._system_fingerprint is False:
+            probe = {"model": self.served_model, "max_tokens": 1, "temperature": 0}
+            try:
+                reply = self._post("/completions", {**probe, "prompt": "Hello"})
+            except UserError:  # a chat-only server
+                try:
+                    reply = self._post("/chat/completions", {**probe, "messages": [{"role": "user", "content": "Hi"}]})
+                except UserError:
+                    reply = {}  # the run's own requests will say what is wrong
+            self._system_fingerprint = text_or_none(reply.get("system_fingerprint"))
+        return self._system_fingerprint
 
     def info(self) -> dict:
         return {"implementation": self.implementation, "served_model": self.served_model, "url": self.base_url,
+                "listing": self.listing, "system_fingerprint": self.system_fingerprint, "revision": self.revision,
                 "dtype": "remote", "device": "remote"}
 
     @property
@@ -182,21 +224,28 @@ class OpenAIAdapter(LanguageModel):
 
     # ---- HTTP --------------------------------------------------------------------------------------------
 
-    def _served_models(self) -> list[str]:
+    def _served_models(self) -> list[dict]:
         try:
             reply = self._request("GET", "/models")
         except httpx.HTTPError as error:
             raise UserError(f"cannot reach {self.base_url}: {error}") from None
-        return [model.get("id") for model in reply.get("data", [])]
+        data = reply.get("data") if isinstance(reply, dict) else None
+        return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
 
     def _post(self, path: str, body: dict) -> dict:
         try:
-            return self._request("POST", path, body)
+            reply = self._request("POST", path, body)
         except httpx.HTTPStatusError as error:
             raise UserError(f"{self.base_url}{path} answered {error.response.status_code}: "
                             f"{error.response.text[:200]}") from None
         except httpx.HTTPError as error:
             raise UserError(f"{self.base_url}{path} failed after {RETRIES} retries: {error}") from None
+        known, said = self._system_fingerprint, text_or_none(reply.get("system_fingerprint"))
+        if isinstance(known, str) and said is not None and said != known:
+            # Answers from two deployments would be mixed in one run, and cached under the first one's key.
+            raise UserError(f"{self.base_url} changed its system_fingerprint during the run ({known} to {said}): the "
+                            f"model behind {self.served_model!r} was redeployed; run again")
+        return reply
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         """One call, retried on 429, 5xx, timeouts and broken connections, waiting longer each time."""

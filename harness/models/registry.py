@@ -97,10 +97,11 @@ def list_models() -> list[tuple[str, str]]:
     return rows + [("  +lora=PATH[,merge]", "a PEFT LoRA adapter, kept separate or merged into the weights")]
 
 
-def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=print,
-               profiler: Profiler | None = None):
+def load_model(text: str, device: str = "cpu", dtype: str = "float32", max_length: int | None = None,
+               revision: str | None = None, progress=print, profiler: Profiler | None = None):
     """Parses a spec and returns a loaded ModelAdapter; `profiler`, when given, times its batches (not an
-    openai: model's, which runs elsewhere)."""
+    openai: model's, which runs elsewhere); `max_length`, when given, shortens the model's window; `revision`
+    names what an openai: server runs (a local model's files are hashed instead)."""
     spec = parse_spec(text)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was given but no CUDA GPU is available here; use --device cpu")
@@ -109,12 +110,18 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
     torch_dtype = DTYPES[dtype]
 
     if spec.name == "openai":
-        return OpenAIAdapter(text, spec.served_model, spec.path)
+        if max_length is not None:
+            raise UserError("--max-length applies to models that run here; an openai: server keeps its own window")
+        return OpenAIAdapter(text, spec.served_model, spec.path, revision=revision, progress=progress)
+    if revision is not None:
+        raise UserError("--revision applies to openai: models; a local model is identified by its files' hashes")
     if spec.name == "transformers":
         folder = Path(spec.path).expanduser()
         if not folder.is_dir():
             raise UserError(f"transformers:PATH needs a local model folder; {spec.path!r} is not one")
-        return TransformersAdapter(text, folder, device, torch_dtype, profiler=profiler)
+        peer = TransformersAdapter(text, folder, device, torch_dtype, profiler=profiler)
+        peer.shorten_window(max_length)
+        return peer
     if spec.name in NAMED_FOLDERS:
         folder = NAMED_FOLDERS[spec.name](progress)
     else:  # hf:PATH, a local folder or else a Hub repository id
@@ -126,6 +133,7 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", progress=
         elif folder.is_file():
             raise UserError(f"hf:PATH takes a model folder or a .gguf file; {folder} is neither")
     adapter = ReferenceAdapter(text, folder, device, torch_dtype, profiler=profiler)
+    adapter.shorten_window(max_length)
     if spec.lora is not None:
         adapter.apply_lora(Path(spec.lora).expanduser(), merge=spec.lora_merge)
     if spec.variant is not None:

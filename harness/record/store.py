@@ -80,12 +80,12 @@ class ResultsStore:
         return run_id
 
     def latest(self, model_spec: str, task: str, metric: str, task_version: str | None = None,
-               prompt_hash: str | None = None, num_fewshot: int | None = None) -> dict | None:
+               prompt_hash: str | None = None, num_fewshot: int | None = None, n: int | None = None) -> dict | None:
         """The newest result of `model_spec` on `task`/`metric` whose identity fields match those given."""
         conditions, parameters = ["runs.model_spec = ?", "results.task = ?", "results.metric = ?"], \
             [model_spec, task, metric]
         for column, value in (("task_version", task_version), ("prompt_hash", prompt_hash),
-                              ("num_fewshot", num_fewshot)):
+                              ("num_fewshot", num_fewshot), ("n", n)):
             if value is not None:
                 conditions.append(f"results.{column} = ?")
                 parameters.append(value)

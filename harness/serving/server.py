@@ -58,6 +58,9 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
 def make_app(adapter) -> FastAPI:
     app = FastAPI(title=f"harness serve: {adapter.spec}")
     lock = threading.Lock()
+    # OpenAI's field for "the backend configuration the model runs with": here, what decides our answers (weights,
+    # tokenizer and config files, scoring code), so that a client's cache can tell a redeployed model.
+    system_fingerprint = f"fp_{adapter.fingerprint[:16]}"
 
     def generate(prompts: list[str], body) -> list[tuple[str, str]]:
         """(text, finish reason) of body.n samples of each prompt, prompt by prompt."""
@@ -92,7 +95,7 @@ def make_app(adapter) -> FastAPI:
             choices = [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}
                        for index, (text, finish) in enumerate(generate(prompts, body))]
         return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()),
-                "model": adapter.spec, "choices": choices}
+                "model": adapter.spec, "system_fingerprint": system_fingerprint, "choices": choices}
 
     @app.post("/v1/chat/completions")
     def chat(body: ChatBody) -> dict:
@@ -100,7 +103,7 @@ def make_app(adapter) -> FastAPI:
         choices = [{"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                    for index, (text, finish) in enumerate(generate([prompt], body))]
         return {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
-                "model": adapter.spec, "choices": choices}
+                "model": adapter.spec, "system_fingerprint": system_fingerprint, "choices": choices}
 
     return app
 

@@ -74,10 +74,10 @@ nightly-baseline: setup
 
 # The committed leaderboard (leaderboards/leaderboard-default.*): both installed models on the default suite's
 # tasks, the first documents of each (a column's n is in its header), recorded in a results store of its own so
-# that nothing else the machine has run mixes in. About an hour on 2 cores, most of it Gemma's generations.
+# that nothing else the machine has run mixes in.
 LEADERBOARD_MODELS ?= smollm2-135m gemma3-270m
 LEADERBOARD_TASKS = mmlu,gsm8k,truthfulqa_mc2,glue,humaneval,wikitext
-LEADERBOARD_LIMIT ?= mmlu=10,gsm8k=50,truthfulqa_mc2=200,glue=100,humaneval=20,wikitext=10
+LEADERBOARD_LIMIT ?= mmlu=10,gsm8k=20,truthfulqa_mc2=100,glue=50,humaneval=10,wikitext=5
 LEADERBOARD_DB = runs/leaderboard/results.sqlite
 
 leaderboard: setup

@@ -6,6 +6,8 @@ and the second, shorter window is conditioned on the earlier tokens that fill th
 lm-eval's rolling-window definition that a short document never reaches.
 """
 
+from dataclasses import replace
+
 import pytest
 
 import tasks
@@ -25,3 +27,28 @@ def test_wikitext_document_loglikelihoods_match_lm_eval(smollm2):
         # order; per token they agree to 2e-5 nats (MMLU's largest difference was 1.6e-5), so the document
         # totals may differ by at most 2e-5 per token (0.18 nats for document 3; observed 0.07).
         assert got == pytest.approx(expected, abs=2e-5 * tokens)
+
+
+# Gemma 3 270M, whose tokenizer adds BOS (docs/fidelity.md, "Gemma 3 270M"): lm-eval 0.4.13's loglikelihoods of
+# the four answers of document 0, from its --log_samples output on the same converted folder.
+LM_EVAL_GEMMA_MMLU = {
+    ("mmlu_anatomy", 0): [-2.0753278732299805, -1.5985525846481323, -1.8642100095748901, -1.0390413999557495],
+    ("mmlu_abstract_algebra", 5): [-1.4178407192230225, -1.1017014980316162, -1.5056359767913818,
+                                   -1.68314528465271],
+}
+
+
+def test_gemma_mmlu_answers_match_lm_eval():
+    from harness.engine.task import TaskOptions
+    from harness.models.registry import load_model
+    from tests.fp32 import continuation_logit_sizes, logprob_tolerance
+
+    gemma = load_model("gemma3-270m")
+    for (name, shots), expected in LM_EVAL_GEMMA_MMLU.items():
+        task = tasks.build(name, TaskOptions(num_fewshot=shots))
+        requests = [replace(request, context=request.context.text()) for request in task.requests(task.docs()[0])]
+        got = [result.logprob for result in gemma.loglikelihood(requests)]
+        # One token each (" A" to " D"), scored after the BOS Gemma's tokenizer puts first: a BOS too many or too
+        # few moves every answer by far more than an fp32 summation order can (tests/fp32.py).
+        for value, reference, (tokens, size) in zip(got, expected, continuation_logit_sizes(gemma, requests)):
+            assert value == pytest.approx(reference, abs=logprob_tolerance(tokens, size))

@@ -74,7 +74,8 @@ class OpenAIAdapter(LanguageModel):
         listing = self._served_models()
         self.served = [entry.get("id") for entry in listing]
         if served_model not in self.served:
-            raise UserError(f"{base_url} serves {', '.join(map(str, self.served)) or 'no model'}, not {served_model!r}")
+            served = ", ".join(map(str, self.served)) or "no model"
+            raise UserError(f"{base_url} serves {served}, not {served_model!r}")
         # What the listing says about the model beyond its name (vLLM: root, parent, max_model_len), keeping out
         # fields that change by the request (vLLM's `created` is the time of the listing, `permission` has fresh ids).
         entry = next(entry for entry in listing if entry.get("id") == served_model)
@@ -240,6 +241,8 @@ class OpenAIAdapter(LanguageModel):
                             f"{error.response.text[:200]}") from None
         except httpx.HTTPError as error:
             raise UserError(f"{self.base_url}{path} failed after {RETRIES} retries: {error}") from None
+        if not isinstance(reply, dict):
+            raise UserError(f"{self.base_url}{path} answered {type(reply).__name__}, not a JSON object")
         known, said = self._system_fingerprint, text_or_none(reply.get("system_fingerprint"))
         if isinstance(known, str) and said is not None and said != known:
             # Answers from two deployments would be mixed in one run, and cached under the first one's key.

@@ -9,6 +9,7 @@ lm-eval's rolling-window definition that a short document never reaches.
 from dataclasses import replace
 
 import pytest
+import torch
 
 import tasks
 
@@ -52,3 +53,23 @@ def test_gemma_mmlu_answers_match_lm_eval():
         # few moves every answer by far more than an fp32 summation order can (tests/fp32.py).
         for value, reference, (tokens, size) in zip(got, expected, continuation_logit_sizes(gemma, requests)):
             assert value == pytest.approx(reference, abs=logprob_tolerance(tokens, size))
+
+
+def test_gemma_wikitext_document_matches_lm_eval_with_its_bos_after_the_prefix():
+    """lm-eval's loglikelihood of WikiText document 0 (1,093 words, one window of 4,096) for Gemma: the rolling
+    window starts with the prefix BOS and the text keeps its own BOS, so the sum includes log p(BOS | BOS), -17.77
+    nats for this model, far outside the tolerance: a BOS rule other than lm-eval's fails here."""
+    from harness.models.adapter import rolling_windows
+    from harness.models.registry import load_model
+    from tests.fp32 import logprob_tolerance
+
+    gemma = load_model("gemma3-270m", max_length=4096)
+    task = tasks.build("wikitext")
+    (request,) = task.requests(task.docs()[0])
+    (got,) = gemma.loglikelihood_rolling([request], batch_size=1)
+    windows = rolling_windows(gemma.encode(request.text), gemma.prefix_token_id, gemma.max_length)
+    with torch.inference_mode():
+        size = max(float(gemma._forward(torch.tensor([context + predicted[:-1]]))[0].abs().max())
+                   for context, predicted in windows)
+    tokens = sum(len(predicted) for _, predicted in windows)
+    assert got == pytest.approx(-2916.418212890625, abs=logprob_tolerance(tokens, size))

@@ -23,7 +23,8 @@ def profile(spec: str, device: str, dtype: str, max_length: int | None, revision
                                        f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}.csv")
     if output.exists():
         raise UserError(f"{output} already exists; choose another --output")
-    adapter = load_model(spec, device=device, dtype=dtype, max_length=max_length, revision=revision, progress=lambda message: print(message, file=sys.stderr))
+    adapter = load_model(spec, device=device, dtype=dtype, max_length=max_length, revision=revision,
+                         progress=lambda message: print(message, file=sys.stderr))
     rows = [row.summary() for row in sweep(adapter, batch_sizes, prompt_lengths, new_tokens, repeats,
                                            progress=lambda m: print(m, file=sys.stderr))]
     flops = matmul_flops_per_s() if device == "cpu" else None

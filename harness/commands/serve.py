@@ -13,7 +13,8 @@ def serve_model(spec: str, device: str, dtype: str, max_length: int | None, revi
                 port: int) -> int:
     if parse_spec(spec).name == "openai":
         raise UserError("harness serve serves a local model; openai:MODEL@URL is already behind a server")
-    adapter = load_model(spec, device=device, dtype=dtype, max_length=max_length, revision=revision, progress=lambda message: print(message, file=sys.stderr))
+    adapter = load_model(spec, device=device, dtype=dtype, max_length=max_length, revision=revision,
+                         progress=lambda message: print(message, file=sys.stderr))
     print(f"serving {spec} at http://{host}:{port}/v1 (evaluate it with --model openai:{spec}@http://{host}:{port}/v1)",
           file=sys.stderr, flush=True)
     serve(adapter, host, port)

@@ -7,7 +7,7 @@ import torch
 
 import tasks
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest, RollingLoglikelihoodRequest
-from harness.models.adapter import rolling_windows
+from harness.models.lm_eval_tokens import rolling_windows
 from harness.models.reference import ReferenceAdapter
 from harness.models.transformers_peer import TransformersAdapter
 from tests.fp32 import continuation_logit_sizes, logprob_tolerance

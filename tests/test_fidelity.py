@@ -59,7 +59,7 @@ def test_gemma_wikitext_document_matches_lm_eval_with_its_bos_after_the_prefix()
     """lm-eval's loglikelihood of WikiText document 0 (1,093 words, one window of 4,096) for Gemma: the rolling
     window starts with the prefix BOS and the text keeps its own BOS, so the sum includes log p(BOS | BOS), -17.77
     nats for this model, far outside the tolerance: a BOS rule other than lm-eval's fails here."""
-    from harness.models.adapter import rolling_windows
+    from harness.models.lm_eval_tokens import rolling_windows
     from harness.models.registry import load_model
     from tests.fp32 import logprob_tolerance
 

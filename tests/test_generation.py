@@ -2,8 +2,8 @@
 
 import torch
 
-from harness.models.adapter import _sample
 from harness.engine.requests import GenerateRequest
+from harness.models.decoding import sample_token
 
 PROMPTS = [
     "The capital of France is",
@@ -50,9 +50,9 @@ def test_top_p_keeps_the_smallest_set_that_reaches_p():
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
     generator = torch.Generator().manual_seed(0)
     # Mass before each token in order: 0, 0.5, 0.8, 0.95. With p = 0.7 the nucleus is the first two tokens.
-    drawn = {int(_sample(logits, 1.0, 0.7, generator)) for _ in range(400)}
+    drawn = {int(sample_token(logits, 1.0, 0.7, generator)) for _ in range(400)}
     assert drawn == {0, 1}
-    drawn = {int(_sample(logits, 1.0, 1.0, generator)) for _ in range(400)}
+    drawn = {int(sample_token(logits, 1.0, 1.0, generator)) for _ in range(400)}
     assert drawn == {0, 1, 2, 3}
 
 

@@ -14,7 +14,7 @@ from harness.cli import main
 from harness.engine.evaluator import tied_choices
 from harness.engine.requests import LoglikelihoodRequest, LoglikelihoodResult, RollingLoglikelihoodRequest
 from harness.errors import UserError
-from harness.models.adapter import rolling_windows
+from harness.models.lm_eval_tokens import rolling_windows
 from harness.models.registry import load_model
 from harness.record.run_folder import read_run
 from tests.tiny import make_tiny_gemma3_folder, make_tiny_llama_folder

@@ -19,11 +19,12 @@ import hashlib
 import json
 from abc import abstractmethod
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -36,6 +37,8 @@ from harness.engine.requests import (
 )
 from harness.errors import UserError
 from harness.models.checkpoint import deciding_files_sha256, weights_sha256
+from harness.models.decoding import cut_at_stop, left_padded, sample_token
+from harness.models.lm_eval_tokens import move_trailing_whitespace, rolling_windows
 from harness.systems.profiler import UNTIMED, Profiler
 
 # A batch of right-padded sequences is limited to this many token positions (besides the batch size), so that an
@@ -52,35 +55,6 @@ class Generation:
     text: str  # what the request gets: decoded, cut before the first stop string
     tokens: list[int]  # every token generated (EOS not included)
     finish: str  # "eos", "stop" (a stop string appeared) or "length" (max_tokens reached)
-
-
-def move_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
-    """lm-eval's rule for a loglikelihood pair: the context's trailing whitespace belongs to the continuation."""
-    spaces = len(context) - len(context.rstrip())
-    if not spaces:
-        return context, continuation
-    return context[:-spaces], context[-spaces:] + continuation
-
-
-def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(context, continuation) token windows covering `tokens`, each token predicted exactly once.
-
-    lm-eval's get_rolling_token_windows with context_len=1, made disjoint: windows of up to `max_length`
-    predicted tokens; the first is conditioned on the prefix token alone, and each later one on as many of the
-    tokens before it as still fit in the model's window (a single token after a full window, more before a last,
-    shorter one).
-    """
-    windows = []
-    predicted = 0
-    while predicted < len(tokens):
-        length = min(max_length, len(tokens) - predicted)
-        if predicted == 0:
-            context = [prefix_token]
-        else:
-            context = tokens[predicted + length - max_length - 1:predicted]
-        windows.append((context, tokens[predicted:predicted + length]))
-        predicted += length
-    return windows
 
 
 def answer_code_sha256() -> str:
@@ -266,7 +240,7 @@ class ModelAdapter(LanguageModel):
                 owner.append(index)
         windows_of = Counter(owner)
         # Progress counts requests: each window is its share of its document.
-        on_done = lambda done: progress and progress(sum(1 / windows_of[owner[i]] for i in done))  # noqa: E731
+        on_done = lambda done: progress and progress(sum(1 / windows_of[owner[i]] for i in done))
         totals = [0.0] * len(requests)
         for index, result in zip(owner, self._score_token_pairs(pairs, batch_size, on_done, "loglikelihood_rolling")):
             totals[index] += result.logprob
@@ -363,7 +337,7 @@ class ModelAdapter(LanguageModel):
                     if finished[row]:
                         continue  # a finished sequence rides along (its token is ignored) until the batch ends
                     if request.temperature > 0:
-                        next_tokens[row] = _sample(last[row], request.temperature, request.top_p, generators[row])
+                        next_tokens[row] = sample_token(last[row], request.temperature, request.top_p, generators[row])
                     token = int(next_tokens[row])
                     if token == self.tokenizer.eos_token_id:
                         finished[row], reasons[row] = True, "eos"
@@ -372,7 +346,7 @@ class ModelAdapter(LanguageModel):
                     generated[row].append(token)
                     timeline.token(row)
                     texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                    cut = _cut_at_stop(texts[row], request.stop)
+                    cut = cut_at_stop(texts[row], request.stop)
                     if cut is not None:
                         texts[row], finished[row], reasons[row] = cut, True, "stop"
                     elif len(generated[row]) >= request.max_tokens:
@@ -385,36 +359,6 @@ class ModelAdapter(LanguageModel):
                 step_input = next_tokens[:, None].to(self.device)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         return [Generation(*fields) for fields in zip(texts, generated, reasons)]
-
-
-def left_padded(contexts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask (1 for real tokens) of a left-padded batch: every sequence's next token goes
-    in the last column."""
-    width = max(len(c) for c in contexts)
-    ids = torch.zeros(len(contexts), width, dtype=torch.long)
-    mask = torch.zeros(len(contexts), width, dtype=torch.long)
-    for row, tokens in enumerate(contexts):
-        ids[row, width - len(tokens):] = torch.tensor(tokens)
-        mask[row, width - len(tokens):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """One token from softmax(logits / temperature), restricted to the nucleus: the most probable tokens whose
-    probabilities, taken in order, first reach top_p (the token that crosses it included), as Holtzman et al.
-    2020 and transformers' TopPLogitsWarper define it."""
-    probs = (logits / temperature).softmax(-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        mass_before = sorted_probs.cumsum(0) - sorted_probs
-        sorted_probs[mass_before >= top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator)[0]
-
-
-def _cut_at_stop(text: str, stops: Iterable[str]) -> str | None:
-    positions = [text.find(s) for s in stops if s and s in text]
-    return text[:min(positions)] if positions else None
 
 
 def _batches(ordered: list[tuple[int, ...]], batch_size: int, max_positions: int) -> Iterable[list[tuple[int, ...]]]:

@@ -7,7 +7,8 @@ Kept in one place so that the models cannot disagree about positions, padding or
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F

@@ -78,7 +78,7 @@ class Gemma3Config:
             raise UserError("num_attention_heads must be a multiple of num_key_value_heads")
 
     @classmethod
-    def from_hf_dict(cls, raw: dict) -> "Gemma3Config":
+    def from_hf_dict(cls, raw: dict) -> Gemma3Config:
         """Reads a `gemma3_text` config.json, as transformers 4 (rope_theta, rope_local_base_freq, rope_scaling) or 5
         (rope_parameters per layer kind) writes it; refuses what this model does not implement."""
         for key in ("attn_logit_softcapping", "final_logit_softcapping"):
@@ -111,7 +111,7 @@ class Gemma3Config:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: Path) -> "Gemma3Config":
+    def from_json(cls, path: Path) -> Gemma3Config:
         return cls.from_hf_dict(json.loads(Path(path).read_text()))
 
 

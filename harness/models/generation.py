@@ -16,14 +16,15 @@ requests it shares a batch with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from harness.engine.requests import GenerateRequest
-from harness.models.adapter import _sample, left_padded
 from harness.models.attention import KVCache, ReferenceModel
+from harness.models.decoding import left_padded, sample_token
 from harness.systems.profiler import UNTIMED
 
 STOP_MARGIN = 8  # characters before the new text searched again: a new token can complete a character there
@@ -118,7 +119,7 @@ class ContinuousBatcher:
             request = sequence.request
             token = int(greedy[row])
             if request.temperature > 0:
-                token = int(_sample(logits[row], request.temperature, request.top_p, sequence.generator))
+                token = int(sample_token(logits[row], request.temperature, request.top_p, sequence.generator))
             if token == self.eos:
                 self._end(sequence, "eos")
                 continue
@@ -165,7 +166,7 @@ class ContinuousBatcher:
             self.cache, self.mask = cache, mask
             return
         length = max(self.mask.shape[1], mask.shape[1])
-        pad = lambda tensor, dim: _left_pad(tensor, length - tensor.shape[dim], dim)  # noqa: E731
+        pad = lambda tensor, dim: _left_pad(tensor, length - tensor.shape[dim], dim)
         self.mask = torch.cat([pad(self.mask, 1), pad(mask, 1)])
         for layer in range(len(cache.keys)):
             self.cache.keys[layer] = torch.cat([pad(self.cache.keys[layer], 2), pad(cache.keys[layer], 2)])

@@ -79,7 +79,7 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @classmethod
-    def from_hf_dict(cls, raw: dict) -> "GPTConfig":
+    def from_hf_dict(cls, raw: dict) -> GPTConfig:
         """Reads a Hugging Face GPT-2 `config.json` dict; keys this architecture does not use are ignored."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
@@ -88,7 +88,7 @@ class GPTConfig:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: Path) -> "GPTConfig":
+    def from_json(cls, path: Path) -> GPTConfig:
         return cls.from_hf_dict(json.loads(Path(path).read_text()))
 
 

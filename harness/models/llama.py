@@ -49,7 +49,7 @@ class LlamaConfig:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
 
     @classmethod
-    def from_hf_dict(cls, raw: dict) -> "LlamaConfig":
+    def from_hf_dict(cls, raw: dict) -> LlamaConfig:
         """Reads a Hugging Face `config.json` dict; newer transformers nest rope_theta in rope_parameters."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
@@ -63,7 +63,7 @@ class LlamaConfig:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: Path) -> "LlamaConfig":
+    def from_json(cls, path: Path) -> LlamaConfig:
         return cls.from_hf_dict(json.loads(Path(path).read_text()))
 
 

@@ -210,7 +210,7 @@ class GateActivationRouter(nn.Module):
         return mean * below + std * density
 
     @classmethod
-    def from_gate_rows(cls, groups: list[torch.Tensor], rank: int) -> "GateActivationRouter":
+    def from_gate_rows(cls, groups: list[torch.Tensor], rank: int) -> GateActivationRouter:
         """From each expert's gate_proj rows (neurons, hidden): their mean and the top of their covariance."""
         centres, spreads = [], []
         for rows in groups:

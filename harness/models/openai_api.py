@@ -24,9 +24,10 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 import torch
@@ -39,7 +40,7 @@ from harness.engine.requests import (
     RollingLoglikelihoodRequest,
 )
 from harness.errors import CapabilityMissing, UserError
-from harness.models.adapter import move_trailing_whitespace
+from harness.models.lm_eval_tokens import move_trailing_whitespace
 from harness.systems.profiler import Profiler
 
 RETRIES = 6

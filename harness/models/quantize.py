@@ -29,7 +29,8 @@ once, so a tied embedding counts once), never computed from a formula.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -21,9 +21,10 @@ float noise (up to about 3e-5 in log-probability on few-shot prompts; tests/test
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import psutil
 import torch

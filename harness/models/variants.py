@@ -9,8 +9,8 @@ model (the report for the run record) and what it adds to the record at the end 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 

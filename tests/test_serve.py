@@ -146,8 +146,8 @@ def test_the_server_samples_identical_prompts_of_one_request_apart(server):
 # race with the clock: the stalled call is held, unanswered, until the client gives up on it and hangs up, so this
 # timeout is what ends it (the test waits for it once). Every honest call is one forward pass of the 135M model
 # over one MMLU prompt (well under a second, several times that on a busy 2-core machine) behind at most one other
-# (two calls in flight, one model lock in the server), far inside it. Even an honest call that did time out would
-# only be retried: the run would end with the same numbers, later.
+# (two calls in flight, the server's engine scoring one prompt at a time), far inside it. Even an honest call that
+# did time out would only be retried: the run would end with the same numbers, later.
 CLIENT_TIMEOUT_S = 15
 CONCURRENCY = 2
 HOLD_LIMIT_S = 600  # how long the proxy holds a stalled call at most: only a bound on a client that never gives up

@@ -103,7 +103,8 @@ def serve_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.serve import serve_model  # loads torch
 
     return serve_model(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
-                       revision=args.revision, host=args.host, port=args.port)
+                       revision=args.revision, host=args.host, port=args.port, max_batch=args.max_batch,
+                       max_queued=args.max_queued, max_body_bytes=args.max_body_bytes, api_key=args.api_key)
 
 
 def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:

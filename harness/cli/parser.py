@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness.cli.argtypes import (
@@ -117,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="serve a model spec as an OpenAI-compatible HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int_at_least(1), default=8000, help="port (default 8000)")
+    serve.add_argument("--max-batch", type=int_at_least(1), default=8,
+                       help="sequences decoded together (default 8; 1 serves one at a time)")
+    serve.add_argument("--max-queued", type=int_at_least(1), default=256,
+                       help="sequences waiting for the batch before new requests get 429 (default 256)")
+    serve.add_argument("--max-body-bytes", type=int_at_least(1), default=4 << 20,
+                       help="the largest request body accepted (default 4 MiB; larger ones get 413)")
+    serve.add_argument("--api-key", default=os.environ.get("HARNESS_API_KEY"),
+                       help="require Authorization: Bearer KEY on /v1 (default: $HARNESS_API_KEY, else none)")
 
     rerun = commands.add_parser("rerun", parents=[debug],
                                 help="run a finished run's configuration again (no cache); compare its scores")

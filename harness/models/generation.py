@@ -12,6 +12,10 @@ completed by the new token (the longest stop string plus a margin for characters
 whole text. As in the plain path, a context is cut from the left to leave room for its own max_tokens, and a
 sampled request draws from its own random stream, so its text depends neither on the batch size nor on which
 requests it shares a batch with.
+
+Two drivers run the batch: `run` (an evaluation's whole list of requests, longest prompts first) and the server's
+engine (harness/serving/engine.py), which calls `join`, `step` and `leave` itself as requests arrive, `cancel`s
+those whose client left, and reads each sequence's text and log-probabilities as they grow.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ class Sequence:
     index: int  # the request's position in the caller's list
     request: GenerateRequest
     generator: torch.Generator
-    timeline: Any  # the profiler's timeline of the group it joined with, and its row there
-    timeline_row: int
+    timeline: Any = UNTIMED  # the profiler's timeline of the group it joined with, and its row there
+    timeline_row: int = 0
     tokens: list[int] = field(default_factory=list)
     text: str = ""
-    finish: str | None = None
+    finish: str | None = None  # "eos", "stop", "length", or "cancelled" (its client left)
+    # For a server's client that asks for log-probabilities: how many alternatives to keep at each position, and
+    # for each chosen token (EOS included) its log-probability and the `top_logprobs` most likely (id, logprob).
+    top_logprobs: int | None = None
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
 
 class ContinuousBatcher:
@@ -64,20 +72,22 @@ class ContinuousBatcher:
                 free = self.batch_size - len(self.active)
                 if free and waiting:
                     joining, waiting = waiting[:free], waiting[free:]
-                    self._join([(i, requests[i], encoded[i], generators[i]) for i in joining])
+                    self.join([Sequence(i, requests[i], generators[i]) for i in joining],
+                              [encoded[i] for i in joining])
                 else:
-                    self._step()
+                    self.step()
                 for sequence in [s for s in self.active if s.finish]:
                     results[sequence.index] = (sequence.text, sequence.tokens, sequence.finish)
-                self._leave()
+                self.leave()
         return results  # type: ignore[return-value]
 
     # ---- the batch ---------------------------------------------------------------------------------------
 
-    def _join(self, joining: list[tuple[int, GenerateRequest, list[int], torch.Generator]]) -> None:
-        """Prefills the joining requests together and adds them, each with its first token, to the batch."""
-        contexts = [tokens[-max(1, self.adapter.max_length - request.max_tokens):]
-                    for _, request, tokens, _ in joining]
+    def join(self, joined: list[Sequence], encoded: list[list[int]]) -> None:
+        """Prefills the joining sequences' prompts together and adds them, each with its first token, to the
+        batch."""
+        contexts = [tokens[-max(1, self.adapter.max_length - sequence.request.max_tokens):]
+                    for sequence, tokens in zip(joined, encoded)]
         ids, mask = left_padded(contexts, self.device)
         timeline = self.adapter.profiler.generation([len(c) for c in contexts]) if self.adapter.profiler else UNTIMED
         timeline.__enter__()
@@ -85,14 +95,14 @@ class ContinuousBatcher:
             self.live_timelines.append(timeline)
         cache = self.model.new_cache()
         logits = self._last_logits(self.model(ids, attention_mask=mask, cache=cache, head=False))
-        joined = [Sequence(index, request, generator, timeline, row)
-                  for row, (index, request, _, generator) in enumerate(joining)]
+        for row, sequence in enumerate(joined):
+            sequence.timeline, sequence.timeline_row = timeline, row
         self._merge(cache, mask)
         self.active += joined
         self._choose(joined, logits)
         timeline.step_done()  # the group's first step: its prefill
 
-    def _step(self) -> None:
+    def step(self) -> None:
         """One token for every sequence in the batch."""
         step = torch.tensor([[s.tokens[-1]] for s in self.active], dtype=torch.long, device=self.device)
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
@@ -120,6 +130,8 @@ class ContinuousBatcher:
             token = int(greedy[row])
             if request.temperature > 0:
                 token = int(sample_token(logits[row], request.temperature, request.top_p, sequence.generator))
+            if sequence.top_logprobs is not None:
+                self._record_logprobs(sequence, logits[row], token)
             if token == self.eos:
                 self._end(sequence, "eos")
                 continue
@@ -135,11 +147,25 @@ class ContinuousBatcher:
             elif len(sequence.tokens) >= request.max_tokens:
                 self._end(sequence, "length")
 
+    @staticmethod
+    def _record_logprobs(sequence: Sequence, logits: torch.Tensor, token: int) -> None:
+        """The chosen token's log-probability under the model's distribution (before temperature and top_p, as
+        OpenAI and vLLM report it) and the most likely alternatives, in float64 as the scoring paths sum them."""
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        top = logprobs.topk(sequence.top_logprobs) if sequence.top_logprobs else None
+        alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+        sequence.logprobs.append((token, float(logprobs[token]), alternatives))
+
+    def cancel(self, sequence: Sequence) -> None:
+        """Ends a sequence whose client has gone: the next `leave` drops it."""
+        if not sequence.finish:
+            self._end(sequence, "cancelled")
+
     def _end(self, sequence: Sequence, reason: str) -> None:
         sequence.finish = reason
         sequence.timeline.finish(sequence.timeline_row)
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
         """Drops ended sequences from the batch and its cache, and columns that are padding for every one left."""
         keep = [row for row, s in enumerate(self.active) if not s.finish]
         if len(keep) == len(self.active):

@@ -6,6 +6,7 @@ a client that leaves has its work cancelled, and the body size and API key are e
 No test waits on the clock to decide an outcome: the server's state is read from its /metrics endpoint, and a wait
 is only bounded by a deadline far beyond what the work takes."""
 
+import json
 import socket
 import threading
 import time
@@ -225,3 +226,15 @@ def test_a_model_without_a_batch_is_served_one_at_a_time_with_the_same_answers(t
             complete(server, "Hello", max_tokens=2, logprobs=1)
     finally:
         server.close()
+
+
+def test_continuous_usage_counts_the_tokens_so_far_in_every_chunk(server):
+    """vLLM's `continuous_usage_stats` (guidellm asks for it): a client can tell how many tokens each chunk carried."""
+    body = {"model": "m", "prompt": "1, 2, 3, 4,", "max_tokens": 10, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    with httpx.stream("POST", f"{server.root}/v1/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as reply:
+        events = [json.loads(line[5:]) for line in reply.iter_lines() if line.startswith("data: {")]
+    counts = [event["usage"]["completion_tokens"] for event in events]
+    assert counts == sorted(counts) and counts[-1] == 10  # ignore_eos: exactly max_tokens
+    assert all(event["usage"]["prompt_tokens"] == events[0]["usage"]["prompt_tokens"] for event in events)

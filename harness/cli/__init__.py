@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from harness.cli.parser import build_parser
@@ -107,6 +108,18 @@ def serve_command(args: argparse.Namespace, argv: list[str]) -> int:
                        max_queued=args.max_queued, max_body_bytes=args.max_body_bytes, api_key=args.api_key)
 
 
+def load_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.commands.load import load_command as load  # loads pandas and the model registry (torch)
+
+    output = args.output or Path("runs") / f"load-{time.strftime('%Y%m%d-%H%M%S')}"
+    return load(args.url, model=args.model, api_key=args.api_key, rates=args.rate, concurrencies=args.concurrency,
+                max_rate_range=args.find_max_rate, requests=args.requests, duration_s=args.duration,
+                arrival=args.arrival, burstiness=args.burstiness, prompts=args.prompts, tokenizer=args.tokenizer,
+                input_tokens=args.input_tokens, output_tokens=args.output_tokens, length_spread=args.length_spread,
+                slo_text=args.slo, slo_attainment=args.slo_attainment, search_steps=args.search_steps,
+                seed=args.seed, timeout_s=args.timeout, output=output)
+
+
 def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.score_code import score_code_command as score_code  # loads the sandbox and the tasks
 
@@ -163,7 +176,8 @@ def list_command(args: argparse.Namespace, argv: list[str]) -> int:
     return list_tasks() if args.what == "tasks" else list_model_specs()
 
 
-COMMANDS = {"run": run_command, "rerun": rerun_command, "serve": serve_command, "score-code": score_code_command,
+COMMANDS = {"run": run_command, "rerun": rerun_command, "serve": serve_command, "load": load_command,
+            "score-code": score_code_command,
             "profile": profile_command, "gate": gate_command, "compare": compare_command, "plan": plan_command, "report": report_command,
             "leaderboard": leaderboard_command, "list": list_command}
 

@@ -13,7 +13,12 @@ from harness.cli.argtypes import (
     limit_spec,
     min_effect,
     non_negative_float,
+    positive_float,
+    positive_float_list,
+    rate_range,
+    share,
 )
+from harness.load.schedule import ARRIVALS
 from harness.toxicity import SCORERS
 
 DTYPES = ["float32", "bfloat16", "float16"]
@@ -126,6 +131,37 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the largest request body accepted (default 4 MiB; larger ones get 413)")
     serve.add_argument("--api-key", default=os.environ.get("HARNESS_API_KEY"),
                        help="require Authorization: Bearer KEY on /v1 (default: $HARNESS_API_KEY, else none)")
+
+    load = commands.add_parser("load", parents=[debug],
+                               help="load-test an OpenAI-compatible server: throughput, latency, SLO, highest rate")
+    load.add_argument("--url", required=True, help="the API root, like http://127.0.0.1:8000/v1")
+    load.add_argument("--model", help="the served model's name (default: the first the server lists)")
+    load.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="default: $OPENAI_API_KEY")
+    mode = load.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--rate", type=positive_float_list, help="open loop: requests per second, comma-separated")
+    mode.add_argument("--concurrency", type=int_list, help="closed loop: clients, comma-separated")
+    mode.add_argument("--find-max-rate", type=rate_range, metavar="LOW:HIGH",
+                      help="bisect for the highest rate that meets --slo")
+    load.add_argument("--requests", type=int_at_least(1), default=100, help="requests a point (default 100)")
+    load.add_argument("--duration", type=positive_float,
+                      help="seconds a rate lasts: rate x duration requests (at least --requests)")
+    load.add_argument("--arrival", choices=ARRIVALS, default="poisson", help="arrival process (default poisson)")
+    load.add_argument("--burstiness", type=positive_float, default=1.0,
+                      help="gamma arrivals' shape: 1 is Poisson, below 1 burstier (default 1)")
+    load.add_argument("--prompts", default="synthetic", help="synthetic (default) or a task's generation prompts")
+    load.add_argument("--tokenizer", help="an installed model or a folder, for synthetic prompts (default: the "
+                                          "served model's name)")
+    load.add_argument("--input-tokens", type=int_at_least(1), default=128, help="synthetic (default 128)")
+    load.add_argument("--output-tokens", type=int_at_least(1), default=64, help="synthetic (default 64)")
+    load.add_argument("--length-spread", type=non_negative_float, default=0.0,
+                      help="lengths uniform within this share of the mean (default 0)")
+    load.add_argument("--slo", help="like ttft<=500ms,tpot<=50ms (ttft, tpot, itl, e2e)")
+    load.add_argument("--slo-attainment", type=share, default=0.99,
+                      help="share of requests that must meet the SLO (default 0.99)")
+    load.add_argument("--search-steps", type=int_at_least(1), default=5, help="bisection runs (default 5)")
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--timeout", type=positive_float, default=600.0, help="seconds a request may take")
+    load.add_argument("--output", type=Path, help="results folder (default runs/load-<time>)")
 
     rerun = commands.add_parser("rerun", parents=[debug],
                                 help="run a finished run's configuration again (no cache); compare its scores")

@@ -47,6 +47,7 @@ class Sequence:
     # For a server's client that asks for log-probabilities: how many alternatives to keep at each position, and
     # for each chosen token (EOS included) its log-probability and the `top_logprobs` most likely (id, logprob).
     top_logprobs: int | None = None
+    ignore_eos: bool = False  # a load test's fixed output length (vLLM's extension): EOS is a token like any other
     logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
 
@@ -132,7 +133,7 @@ class ContinuousBatcher:
                 token = int(sample_token(logits[row], request.temperature, request.top_p, sequence.generator))
             if sequence.top_logprobs is not None:
                 self._record_logprobs(sequence, logits[row], token)
-            if token == self.eos:
+            if token == self.eos and not sequence.ignore_eos:
                 self._end(sequence, "eos")
                 continue
             sequence.tokens.append(token)

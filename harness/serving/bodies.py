@@ -16,6 +16,7 @@ MAX_STOP_CHARACTERS = 256
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's extension (guidellm asks for it): usage so far in every chunk
 
 
 class SamplingBody(BaseModel):
@@ -35,6 +36,8 @@ class SamplingBody(BaseModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
+    # vLLM's extension, for load tests that need a fixed output length: generate past EOS up to max_tokens.
+    ignore_eos: bool = False
 
     @field_validator("stop")
     @classmethod
@@ -63,6 +66,10 @@ class SamplingBody(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
 class CompletionBody(SamplingBody):

@@ -47,6 +47,7 @@ class Event:
     logprobs: list[tuple[int, float, list[tuple[int, float]]]]
     finish: str | None = None
     error: str | None = None
+    tokens: int = 0  # the sequence's generated tokens so far (its closing EOS included), for usage
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Ticket:
     occurrence: int
     deliver: Callable[[Event], None]
     top_logprobs: int | None = None
+    ignore_eos: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     sequence: Sequence | None = None
@@ -159,7 +161,8 @@ class Engine:
             for ticket in joining:
                 generator = torch.Generator(device="cpu").manual_seed(
                     stream_seed(ticket.seed, ticket.request.key, ticket.occurrence))
-                ticket.sequence = Sequence(0, ticket.request, generator, top_logprobs=ticket.top_logprobs)
+                ticket.sequence = Sequence(0, ticket.request, generator, top_logprobs=ticket.top_logprobs,
+                                           ignore_eos=ticket.ignore_eos)
             self.batcher.join([t.sequence for t in joining], [t.prompt_tokens for t in joining])
             self.running += joining
         elif self.batcher.active:
@@ -189,7 +192,8 @@ class Engine:
         ticket.sent_logprobs = len(sequence.logprobs)
         if sequence.finish:
             self.metrics.finished(ticket, now)
-        ticket.deliver(Event(new_text, new_logprobs, sequence.finish))
+        tokens = len(sequence.tokens) + (sequence.finish == "eos")
+        ticket.deliver(Event(new_text, new_logprobs, sequence.finish, tokens=tokens))
 
     @staticmethod
     def _settled(sequence: Sequence) -> str:

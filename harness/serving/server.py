@@ -142,8 +142,9 @@ def make_app(adapter, settings: ServerSettings | None = None) -> FastAPI:
 
     async def answer(request: Request, body: SamplingBody, prompts: list[str], encoded: list[list[int]],
                      max_tokens: int, top_logprobs: int | None, chat: bool):
-        if top_logprobs is not None and not engine.batched:
-            raise HTTPException(400, "logprobs of generated tokens need a reference model (this one has none)")
+        if (top_logprobs is not None or body.ignore_eos) and not engine.batched:
+            raise HTTPException(400, "logprobs of generated tokens and ignore_eos need a reference model (this "
+                                     "one has none)")
         if len(prompts) * body.n > settings.max_queued:
             raise HTTPException(400, f"{len(prompts)} prompts x n={body.n} is more sequences than this server "
                                      f"queues ({settings.max_queued})")
@@ -153,7 +154,7 @@ def make_app(adapter, settings: ServerSettings | None = None) -> FastAPI:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         tickets = [Ticket(encoded[index // body.n], generate_request, seed, occurrence,
                           deliver=lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event)),
-                          top_logprobs=top_logprobs)
+                          top_logprobs=top_logprobs, ignore_eos=body.ignore_eos)
                    for index, (generate_request, occurrence) in enumerate(zip(requests, occurrences_in(requests)))]
         try:
             engine.submit(tickets)
@@ -178,6 +179,7 @@ class Reply:
                      "model": adapter.spec, "system_fingerprint": system_fingerprint}
         self.texts = [""] * len(tickets)
         self.offsets = [0] * len(tickets)
+        self.tokens = [0] * len(tickets)  # each sequence's generated tokens so far, as its events say
 
     def cancel(self) -> None:
         for ticket in self.tickets:
@@ -201,6 +203,7 @@ class Reply:
                 if event.finish == "cancelled":
                     return {}  # the client has gone: nobody reads this
                 self.texts[index] += event.text
+                self.tokens[index] = event.tokens
                 logprobs[index] += event.logprobs
                 if event.finish:
                     finishes[index] = FINISH[event.finish]
@@ -240,6 +243,7 @@ class Reply:
                 if event.finish == "cancelled":
                     return
                 self.texts[index] += event.text
+                self.tokens[index] = event.tokens
                 choice: dict[str, Any] = {"finish_reason": FINISH[event.finish] if event.finish else None}
                 logprobs = None
                 if self.tickets[index].top_logprobs is not None and event.logprobs:
@@ -260,7 +264,9 @@ class Reply:
 
     def chunk(self, kind: str, index: int, choice: dict, include_usage: bool) -> str:
         payload = {**self.head, "object": kind, "choices": [{"index": index, **choice}]}
-        if include_usage:
+        if self.body.continuous_usage:
+            payload["usage"] = self.usage()
+        elif include_usage:
             payload["usage"] = None
         return f"data: {json.dumps(payload)}\n\n"
 
@@ -273,7 +279,7 @@ class Reply:
         """Prompt tokens once per prompt (n samples of a prompt read it once), generated tokens of every sequence,
         its closing EOS included (the model computed it)."""
         prompt = sum(len(tokens) for tokens in self.encoded)
-        completion = sum(len(t.sequence.tokens) + (t.sequence.finish == "eos") for t in self.tickets if t.sequence)
+        completion = sum(self.tokens)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def token_text(self, token: int) -> str:

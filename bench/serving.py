@@ -9,6 +9,9 @@ script on one machine (issue 23's targets).
              lengths): output tokens/s and p99 time to first token.   target: 4x the output tokens/s, p99 TTFT no worse
   schedule   open-loop Poisson arrivals at rates up to the batched server's closed-loop request throughput: the rate
              the sender sent at over its schedule's own rate, and its p99 lateness.   target: within 1 %
+  peer       guidellm (PyPI, --guidellm BIN) and `harness load` one after the other on the same batched server and
+             load (8 concurrent streams; then Poisson at half the saturation rate), same token lengths: output
+             tokens/s, requests/s, TTFT and time per output token side by side, as ratios ours/theirs
 
 The servers run one at a time, on all cores; the load generator runs in this process. The machine is shared and
 noisy: each ratio is one measurement, taken back to back.
@@ -22,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,10 +33,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.load.runner import Target, run_at_concurrency, run_at_rate  # noqa: E402
-from harness.load.workload import synthetic  # noqa: E402
-from harness.models.registry import NAMED_FOLDERS  # noqa: E402
-from harness.models.tokenizer import load_tokenizer  # noqa: E402
+from harness.load.runner import Target, run_at_concurrency, run_at_rate
+from harness.load.workload import synthetic
+from harness.models.registry import NAMED_FOLDERS
+from harness.models.tokenizer import load_tokenizer
 
 
 def free_port() -> int:
@@ -105,6 +109,61 @@ def schedule(model: str, workload, clients: int, requests: int) -> dict:
     return {"saturation_request_throughput": top, "rates": rows}
 
 
+def guidellm_run(binary: str, url: str, model: str, folder: Path, profile: str, requests: int, input_tokens: int,
+                 output_tokens: int, scratch: Path) -> dict:
+    """One guidellm 0.8 run; its figures in our units. One worker process: guidellm 0.8.1's Poisson profile seeds
+    every worker's generator alike and repeats each drawn gap once per worker (scheduler/strategies.py)."""
+    output = scratch / f"guidellm-{profile.replace('=', '-').replace(',', '-')}.json"
+    backend = f"kind=openai_http,target={url.removesuffix('/v1')},model={model},request_format=/v1/completions," \
+              "stream=true"
+    command = [binary, "run", "--backend", backend,
+               "--profile", profile, "--constraint", f"kind=max_requests,count={requests}",
+               "--tokenizer", f"kind=huggingface_auto,model={folder}",
+               "--data", f"kind=synthetic_text,prompt_tokens={input_tokens},output_tokens={output_tokens}",
+               "--output", f"kind=json,path={output}", "--disable-console-interactive"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ,
+                                                                         "GUIDELLM__MAX_WORKER_PROCESSES": "1"})
+    metrics = json.loads(output.read_text())["benchmarks"][0]["metrics"]
+    ok = {name: metrics[name]["successful"] for name in metrics if isinstance(metrics[name], dict)
+          and "successful" in metrics[name]}
+    return {"completed": metrics["request_totals"]["successful"], "failed": metrics["request_totals"]["errored"],
+            "output_token_throughput": ok["output_tokens_per_second"]["mean"],
+            "request_throughput": ok["requests_per_second"]["mean"],
+            "ttft_mean_s": ok["time_to_first_token_ms"]["mean"] / 1000,
+            "ttft_p50_s": ok["time_to_first_token_ms"]["median"] / 1000,
+            "ttft_p99_s": ok["time_to_first_token_ms"]["percentiles"]["p99"] / 1000,
+            # guidellm's inter_token_latency is (last token - first token) / (output tokens - 1): our tpot.
+            "tpot_mean_s": ok["inter_token_latency_ms"]["mean"] / 1000}
+
+
+def peer(model: str, workload, clients: int, requests: int, guidellm: str, input_tokens: int,
+         output_tokens: int) -> dict:
+    folder = NAMED_FOLDERS[model.split(":")[0]](print)
+    rows = {}
+    with ServerProcess(model, clients) as server, tempfile.TemporaryDirectory() as scratch:
+        target = Target(server.url, model, None, 3600.0)
+        run_at_concurrency(target, workload, clients, clients, {})  # warm-up
+        ours, _ = run_at_concurrency(target, workload, clients, requests, {})
+        theirs = guidellm_run(guidellm, server.url, model, folder, f"kind=concurrent,streams={clients}", requests,
+                              input_tokens, output_tokens, Path(scratch))
+        rows["concurrent"] = (ours, theirs)
+        rate = ours["request_throughput"] / 2
+        ours_open, _ = run_at_rate(target, workload, rate, requests, "poisson", 1.0, 0, {})
+        theirs_open = guidellm_run(guidellm, server.url, model, folder, f"kind=poisson,rate={rate:.4f}", requests,
+                                   input_tokens, output_tokens, Path(scratch))
+        rows[f"poisson {rate:.3f} req/s"] = (ours_open, theirs_open)
+    table = {}
+    for name, (ours, theirs) in rows.items():
+        table[name] = {}
+        for figure in ("output_token_throughput", "request_throughput", "ttft_mean_s", "ttft_p50_s", "ttft_p99_s",
+                       "tpot_mean_s"):
+            table[name][figure] = {"harness": ours[figure], "guidellm": theirs[figure],
+                                   "ratio": ours[figure] / theirs[figure]}
+            print(f"  {name}: {figure}: harness {ours[figure]:.4g}, guidellm {theirs[figure]:.4g} "
+                  f"({ours[figure] / theirs[figure]:.3f}x)", flush=True)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -112,7 +171,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=64)
-    parser.add_argument("--only", default="batching,schedule")
+    parser.add_argument("--only", default="batching,schedule", help="any of batching,schedule,peer")
+    parser.add_argument("--guidellm", default="/work/guidellm-venv/bin/guidellm",
+                        help="guidellm 0.8's command, installed apart (pip install guidellm==0.8.1)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     tokenizer = load_tokenizer(NAMED_FOLDERS[args.model.split(":")[0]](print))
@@ -123,8 +184,12 @@ def main() -> None:
                "workload": workload.description}
     for part in args.only.split(","):
         print(f"== {part}", flush=True)
-        results[part] = {"batching": batching, "schedule": schedule}[part](args.model, workload, args.clients,
-                                                                          args.requests)
+        if part == "peer":
+            results[part] = peer(args.model, workload, args.clients, args.requests, args.guidellm, args.input_tokens,
+                                 args.output_tokens)
+        else:
+            results[part] = {"batching": batching, "schedule": schedule}[part](args.model, workload, args.clients,
+                                                                              args.requests)
     if args.output:
         args.output.write_text(json.dumps(results, indent=1))
 

@@ -299,6 +299,19 @@ def test_a_declared_drop_larger_than_the_mde_passes_and_a_smaller_one_is_underpo
     assert relative["min_effect"] == pytest.approx(2.0 * np.mean(answers[:40])) and relative["verdict"] == "pass"
 
 
+def test_a_real_drop_smaller_than_the_declared_one_still_regresses_and_says_so():
+    """Sixty flipped answers (6 points) are a real drop; declared 10 points, the gate still fails it (a real change
+    is not noise) and names the difference, so that accepting it is a decision written as a new baseline."""
+    answers = correct_answers()
+    rows = gate.compare(make_run(answers), make_run(flip_right_to_wrong(answers, 60)),
+                        min_effect={"quiz:acc": (0.10, False)})
+    accuracy = row(rows, "acc")
+    assert accuracy["verdict"] == "regressed" and "smaller than the declared drop of 0.1" in accuracy["reason"]
+    declared_smaller = row(gate.compare(make_run(answers), make_run(flip_right_to_wrong(answers, 60)),
+                                        min_effect={"quiz:acc": (0.03, False)}), "acc")
+    assert declared_smaller["verdict"] == "regressed" and declared_smaller["reason"] is None
+
+
 def test_too_few_perplexity_documents_cannot_see_any_drop_even_between_identical_runs():
     """Identical runs have no spread of differences; a real change would have some (ASSUMED_CV of its size), and
     with fewer than ((z + z_power) * cv)^2 = 7.85 documents at alpha 0.05 none can be seen."""

@@ -181,6 +181,11 @@ def decide(rows: list[dict], alpha: float, correction: str, min_effect: dict[str
                 if row["verdict"] == "pass" and (row["mde"] is None or row["mde"] > row["min_effect"]):
                     row["verdict"] = "underpowered"
                     row["reason"] = "this comparison could not have seen the declared drop"
+                elif row["verdict"] == "regressed" and abs(row["difference"]) < row["min_effect"]:
+                    # Still a regression: the change is real (the test says so), only smaller than the drop the
+                    # suite is sized to catch. Accepting it is a decision (a new baseline), not a tolerance.
+                    row["reason"] = (f"a real change, smaller than the declared drop of {row['min_effect']:.4g}: "
+                                     f"write a new baseline if it is deliberate")
 
 
 def verdict(row: dict, alpha: float) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+import tasks
 from harness.errors import UserError
 from harness.load.runner import Target, highest_rate_meeting, run_at_concurrency, run_at_rate
 from harness.load.slo import describe, parse_slo
@@ -94,8 +95,6 @@ def served_model(url: str, api_key: str | None, timeout_s: float) -> str:
 def make_workload(prompts: str, tokenizer_name: str, count: int, input_tokens: int, output_tokens: int,
                   spread: float, seed: int):
     if prompts != "synthetic":
-        import tasks  # deferred: the task registry loads every benchmark's module
-
         if prompts not in tasks.expand([prompts]):
             raise UserError(f"--prompts: unknown task {prompts!r}")
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Entries of a task's record that describe what happened in the run, not which test it was.
 OUTCOMES = {"docs_total", "docs_evaluated", "metrics", "breakdown", "truncated_requests", "generations",
-            "empty_generations"}
+            "empty_generations", "tied_choices"}
 # Run settings that change what a model is asked (harness/commands/run.py writes them).
 RUN_SETTINGS = ("seed", "chat_template", "chat_template_sha256", "system_prompt", "fewshot_as_multiturn")
 # What must be equal for speed and memory to be comparable (keys of results.json environment.hardware).

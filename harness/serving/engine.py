@@ -163,8 +163,8 @@ class Engine:
                     stream_seed(ticket.seed, ticket.request.key, ticket.occurrence))
                 ticket.sequence = Sequence(0, ticket.request, generator, top_logprobs=ticket.top_logprobs,
                                            ignore_eos=ticket.ignore_eos)
+            self.running += joining  # before the prefill: if it raises, _fail_all answers them too
             self.batcher.join([t.sequence for t in joining], [t.prompt_tokens for t in joining])
-            self.running += joining
         elif self.batcher.active:
             self.batcher.step()
         else:
@@ -211,8 +211,13 @@ class Engine:
         ticket = self.waiting.pop(0)
         self._dequeued(1)
         self.metrics.batch_size.set(1)
-        [generation] = self.adapter.generate([ticket.request], batch_size=1, seed=ticket.seed,
-                                             occurrences=[ticket.occurrence])
+        try:
+            [generation] = self.adapter.generate([ticket.request], batch_size=1, seed=ticket.seed,
+                                                 occurrences=[ticket.occurrence])
+        except Exception as error:  # noqa: BLE001 - the request fails, the server goes on
+            ticket.deliver(Event("", [], "error", error=f"{type(error).__name__}: {error}"))
+            self.metrics.batch_size.set(0)
+            return
         ticket.sequence = Sequence(0, ticket.request, None, tokens=generation.tokens, text=generation.text,
                                    finish=generation.finish)
         self._deliver(ticket)

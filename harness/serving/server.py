@@ -28,6 +28,7 @@ import json
 import secrets
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,11 +48,12 @@ COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for completions
 DISCONNECT_POLL_S = 0.5
 
 
+@dataclass(frozen=True)
 class ServerSettings:
-    def __init__(self, max_batch: int = 8, max_queued: int = 256, max_body_bytes: int = 4 << 20,
-                 api_key: str | None = None):
-        self.max_batch, self.max_queued, self.max_body_bytes, self.api_key = max_batch, max_queued, max_body_bytes, \
-            api_key
+    max_batch: int = 8
+    max_queued: int = 256
+    max_body_bytes: int = 4 << 20
+    api_key: str | None = None
 
 
 def make_app(adapter, settings: ServerSettings | None = None) -> FastAPI:
@@ -160,7 +162,7 @@ def make_app(adapter, settings: ServerSettings | None = None) -> FastAPI:
             engine.submit(tickets)
         except QueueFull:
             raise HTTPException(429, "the server's queue is full; retry later", {"Retry-After": "1"}) from None
-        reply = Reply(adapter, body, prompts, encoded, tickets, chat, system_fingerprint)
+        reply = Reply(adapter, body, encoded, tickets, chat, system_fingerprint)
         if body.stream:
             return StreamingResponse(reply.stream(events), media_type="text/event-stream")
         return await reply.whole(events, request)
@@ -171,10 +173,9 @@ def make_app(adapter, settings: ServerSettings | None = None) -> FastAPI:
 class Reply:
     """One request's answer, built from its tickets' events: whole, or streamed as server-sent events."""
 
-    def __init__(self, adapter, body: SamplingBody, prompts: list[str], encoded: list[list[int]],
-                 tickets: list[Ticket], chat: bool, system_fingerprint: str):
-        self.adapter, self.body, self.prompts, self.encoded, self.tickets, self.chat = \
-            adapter, body, prompts, encoded, tickets, chat
+    def __init__(self, adapter, body: SamplingBody, encoded: list[list[int]], tickets: list[Ticket], chat: bool,
+                 system_fingerprint: str):
+        self.adapter, self.body, self.encoded, self.tickets, self.chat = adapter, body, encoded, tickets, chat
         self.head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}", "created": int(time.time()),
                      "model": adapter.spec, "system_fingerprint": system_fingerprint}
         self.texts = [""] * len(tickets)

@@ -14,6 +14,17 @@ from safetensors.torch import load_file
 from harness.errors import UserError
 
 
+def unfilled_embedding(rows: int, width: int) -> torch.nn.Embedding:
+    """nn.Embedding(rows, width), left uninitialised when built on the meta device for a checkpoint to fill
+    (fill_model). nn.Embedding's random initialisation there goes through torch's reference ops, which import
+    torch._dynamo: a second or two of every process's start for numbers that are overwritten. Elsewhere (a test's
+    random model) it is initialised as usual."""
+    table = torch.empty(rows, width)
+    if table.is_meta:
+        return torch.nn.Embedding(rows, width, _weight=table)
+    return torch.nn.Embedding(rows, width)
+
+
 def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:

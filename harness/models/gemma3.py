@@ -41,7 +41,7 @@ from harness.models.attention import (
     shared_prefix_attention,
     sliding_window_mask,
 )
-from harness.models.checkpoint import fill_model, load_state_dict
+from harness.models.checkpoint import fill_model, load_state_dict, unfilled_embedding
 from harness.models.llama import apply_rotary, rotary_cos_sin
 
 LOCAL, GLOBAL = "sliding_attention", "full_attention"
@@ -202,7 +202,7 @@ class DecoderLayer(nn.Module):
 class Gemma3Backbone(nn.Module):
     def __init__(self, config: Gemma3Config):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = unfilled_embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.models.attention import KVCache, SharedPrefixCache, positions_and_mask, shared_prefix_attention
-from harness.models.checkpoint import fill_model, load_state_dict
+from harness.models.checkpoint import fill_model, load_state_dict, unfilled_embedding
 
 # The two GELUs of GPT-2 configs: "gelu_new" (what GPT-2 was trained with) is the tanh approximation.
 GELU_APPROXIMATION = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -148,8 +148,8 @@ class Block(nn.Module):
 class GPTBackbone(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.wte = unfilled_embedding(config.vocab_size, config.n_embd)
+        self.wpe = unfilled_embedding(config.n_positions, config.n_embd)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 

@@ -23,7 +23,7 @@ from harness.models.attention import (
     positions_and_mask,
     shared_prefix_attention,
 )
-from harness.models.checkpoint import fill_model, load_state_dict
+from harness.models.checkpoint import fill_model, load_state_dict, unfilled_embedding
 
 
 @dataclass
@@ -152,7 +152,7 @@ class DecoderLayer(nn.Module):
 class LlamaBackbone(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = unfilled_embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 

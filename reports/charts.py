@@ -54,3 +54,28 @@ def frontier_svg(labels: list[str], costs: list[float], qualities: list[float], 
         plt.close(figure)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG goes inline in HTML
+
+
+def curves_svg(series: dict[str, list[tuple[float, float | None]]], x_name: str, y_name: str,
+               log_y: bool = False) -> str:
+    """An SVG document of one line per series through its (x, y) points, in order of x; points without a y (no
+    request succeeded there) are left out of the line."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    try:
+        for label, points in series.items():
+            shown = sorted((x, y) for x, y in points if y is not None)
+            axes.plot([x for x, _ in shown], [y for _, y in shown], marker="o", markersize=4,
+                      linestyle="--" if label.endswith("p50") else "-", label=label)
+        if log_y:
+            axes.set_yscale("log")
+        axes.set_xlabel(x_name)
+        axes.set_ylabel(y_name)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    finally:
+        plt.close(figure)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]

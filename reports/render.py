@@ -17,17 +17,19 @@ import pandas as pd
 
 from reports import comparison, report
 from reports.charts import frontier_svg
+from reports.load import LoadRun, load_charts, load_frame
 
 FORMATS = ("csv", "md", "html")
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def build(runs: list[report.Run], most_failures: int,
-          comparisons: list[tuple[str, str, list[dict]]] | None = None) -> dict:
+          comparisons: list[tuple[str, str, list[dict]]] | None = None, load_runs: list[LoadRun] = ()) -> dict:
     """Every table and chart of the report, as frames (and SVG strings), before any rendering, with each table's
     title, in the order the report shows them. For several runs, the paired comparison of each with the first
     (reports/comparison.py) and the runs side by side open it: the headline before the detail. Then quality, the
-    breakdown tables the runs' tasks declared (in the order their first task ran), and systems."""
+    breakdown tables the runs' tasks declared (in the order their first task ran), and systems; load runs
+    (reports/load.py) last, with their charts."""
     quality = [report.quality_frame(run) for run in runs]
     declared = [report.breakdowns(run) for run in runs]
     titles = dict(TITLES)
@@ -42,12 +44,15 @@ def build(runs: list[report.Run], most_failures: int,
         side_by_side = report.comparison_frame(runs)
         tables["side_by_side"] = side_by_side
         charts = comparison_charts(runs, side_by_side)
-    tables["quality"] = pd.concat(quality, ignore_index=True)
+    tables["quality"] = pd.concat(quality, ignore_index=True) if quality else pd.DataFrame()
     for name in dict.fromkeys(name for of_run in declared for name in of_run if name not in FIXED_TABLES):
         tables[name] = pd.concat([report.breakdown_frame(frame, of_run[name])
                                   for frame, of_run in zip(quality, declared) if name in of_run], ignore_index=True)
-    tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True)
+    tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True) if runs \
+        else pd.DataFrame()
+    tables["load"] = load_frame(load_runs) if load_runs else pd.DataFrame()
     return {"tables": {name: frame for name, frame in tables.items() if not frame.empty}, "charts": charts,
+            "load_charts": load_charts(load_runs) if load_runs else [],
             "titles": titles, "failures": {run.label: report.failures(run, most_failures) for run in runs}}
 
 
@@ -121,11 +126,14 @@ def comparison_html_table(frame: pd.DataFrame) -> dict:
 
 
 def write(runs: list[report.Run], formats: list[str], output: Path, most_failures: int = 50,
-          comparisons: list[tuple[str, str, list[dict]]] | None = None) -> list[Path]:
+          comparisons: list[tuple[str, str, list[dict]]] | None = None, load_runs: list[LoadRun] = ()
+          ) -> list[Path]:
     """The report's files. comparisons: (reference label, run label, rows of harness.gate.compare) for each run
-    after the first, computed by the caller (reports never import the gate); none for a single run."""
+    after the first, computed by the caller (reports never import the gate); none for a single run. load_runs:
+    `harness load` folders, reported after the evaluation runs."""
     output.mkdir(parents=True, exist_ok=True)
-    content = build(runs, most_failures, comparisons)
+    content = build(runs, most_failures, comparisons, load_runs)
+    title = "Report: " + ", ".join([run.label for run in runs] + [run.label for run in load_runs])
     written = []
     if "csv" in formats:
         for name, frame in content["tables"].items():
@@ -134,7 +142,7 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
             written.append(path)
     if "md" in formats:
         path = output / "report.md"
-        parts = [f"# Report: {', '.join(run.label for run in runs)}\n"]
+        parts = [f"# {title}\n"]
         for name, frame in content["tables"].items():
             parts.append(f"## {content['titles'][name]}\n\n" + (f"{NOTES[name]}\n\n" if name in NOTES else "")
                          + markdown_table(name, frame) + "\n")
@@ -142,7 +150,7 @@ def write(runs: list[report.Run], formats: list[str], output: Path, most_failure
         written.append(path)
     if "html" in formats:
         path = output / "report.html"
-        path.write_text(render_html(runs, content), encoding="utf-8")
+        path.write_text(render_html(runs, load_runs, content, title), encoding="utf-8")
         written.append(path)
     return written
 
@@ -158,7 +166,8 @@ def markdown_table(name: str, frame: pd.DataFrame) -> str:
 # comparison's title names the reference run (build).
 TITLES = {"comparison": "Compared with the first run", "side_by_side": "Runs side by side",
           "quality": "Quality: every task and metric (95 % interval)",
-          "systems": "Systems: throughput, latency and batches"}
+          "systems": "Systems: throughput, latency and batches",
+          "load": "Serving under load (harness load): each point's throughput, latency and SLO attainment"}
 FIXED_TABLES = set(TITLES)
 # What a reader needs to read a table, under its title in report.md and report.html.
 NOTES = {"comparison": "Each run against the first, paired by document (harness/gate/compare.py): primary rows (a "
@@ -174,7 +183,7 @@ def templates() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined)
 
 
-def render_html(runs: list[report.Run], content: dict) -> str:
+def render_html(runs: list[report.Run], load_runs: list[LoadRun], content: dict, title: str) -> str:
     tables = [{"id": name, "title": content["titles"][name], "note": NOTES.get(name),
                **(comparison_html_table(frame) if name == "comparison" else html_table(frame))}
               for name, frame in content["tables"].items()]  # in build's order
@@ -183,8 +192,13 @@ def render_html(runs: list[report.Run], content: dict) -> str:
                  "record": json.dumps({key: run.record.get(key) for key in SETTINGS_SHOWN if key in run.record},
                                       indent=2, ensure_ascii=False)}
                 for run in runs]
+    settings += [{"label": run.label, "folder": str(run.folder), "command": f"harness load --url {run.record['url']}",
+                  "created": run.record.get("created", ""),
+                  "record": json.dumps({key: value for key, value in run.record.items() if key not in ("points", "files")},
+                                       indent=2, ensure_ascii=False)}
+                 for run in load_runs]
     return templates().get_template("report.html.j2").render(
-        title="Report: " + ", ".join(run.label for run in runs), tables=tables, charts=content["charts"],
+        title=title, tables=tables, charts=content["charts"], load_charts=content["load_charts"],
         failures=content["failures"], settings=settings,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 

@@ -238,3 +238,25 @@ def test_continuous_usage_counts_the_tokens_so_far_in_every_chunk(server):
     counts = [event["usage"]["completion_tokens"] for event in events]
     assert counts == sorted(counts) and counts[-1] == 10  # ignore_eos: exactly max_tokens
     assert all(event["usage"]["prompt_tokens"] == events[0]["usage"]["prompt_tokens"] for event in events)
+
+
+def test_a_step_that_raises_fails_its_requests_with_a_500_and_the_next_ones_are_served(server, smollm2, monkeypatch):
+    """A model step that raises (here the forward pass, whenever a planted token is in its input) leaves the batch in
+    an unknown state: its requests are answered 500 with the reason, and the server goes on from an empty batch."""
+    [planted] = smollm2.encode(" Zanzibar")[-1:]
+    forward = smollm2.model.forward
+
+    def failing_forward(input_ids, *args, **kwargs):
+        if (input_ids == planted).any():
+            raise RuntimeError("planted failure")
+        return forward(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(smollm2.model, "forward", failing_forward)
+    with pytest.raises(openai.InternalServerError) as failed:
+        complete(server, "The capital of Zanzibar", max_tokens=4)
+    assert "planted failure" in failed.value.message
+    server.wait_for(lambda: server.metric("harness_batch_size") == 0)
+    after = complete(server, PROMPTS[0], max_tokens=6)
+    monkeypatch.undo()
+    [local] = smollm2.generate([GenerateRequest(PROMPTS[0], max_tokens=6)])
+    assert after.choices[0].text == local.text

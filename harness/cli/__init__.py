@@ -117,7 +117,8 @@ def load_command(args: argparse.Namespace, argv: list[str]) -> int:
                 arrival=args.arrival, burstiness=args.burstiness, prompts=args.prompts, tokenizer=args.tokenizer,
                 input_tokens=args.input_tokens, output_tokens=args.output_tokens, length_spread=args.length_spread,
                 slo_text=args.slo, slo_attainment=args.slo_attainment, search_steps=args.search_steps,
-                seed=args.seed, timeout_s=args.timeout, output=output)
+                seed=args.seed, timeout_s=args.timeout, output=output,
+                results_db=absolute(args.results_db))
 
 
 def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:

@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--timeout", type=positive_float, default=600.0, help="seconds a request may take")
     load.add_argument("--output", type=Path, help="results folder (default runs/load-<time>)")
+    results_db_flag(load)
 
     rerun = commands.add_parser("rerun", parents=[debug],
                                 help="run a finished run's configuration again (no cache); compare its scores")

@@ -4,14 +4,19 @@ OpenAI-compatible server (harness/load). Writes, in the output folder:
   - load.csv: one row per point (a rate or a concurrency): throughput, latency percentiles, SLO attainment,
     goodput, and whether the sender kept its schedule;
   - requests.jsonl: every request's record (times, tokens, error), with its point;
-  - load.json: the settings, the points, and for --find-max-rate the highest rate found.
+  - load.json: the settings, the points, and for --find-max-rate the highest rate found (harness/record/
+    load_folder.py).
+
+The run is also recorded in the results store, beside evaluation runs, and `harness report` charts it.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import sqlite3
 import sys
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -24,7 +29,9 @@ from harness.load.slo import describe, parse_slo
 from harness.load.workload import from_task, synthetic
 from harness.models.registry import NAMED_FOLDERS, parse_spec
 from harness.models.tokenizer import load_tokenizer
-from harness.record.atomic import write_atomic
+from harness.record.load_folder import write_load
+from harness.record.run_folder import check_output_folder
+from harness.record.store import ResultsStore
 
 TABLE_COLUMNS = ["requested_rate", "concurrency", "completed", "failed", "request_throughput",
                  "output_token_throughput", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s",
@@ -35,8 +42,10 @@ def load_command(url: str, model: str | None, api_key: str | None, rates: list[f
                  concurrencies: list[int] | None, max_rate_range: tuple[float, float] | None, requests: int,
                  duration_s: float | None, arrival: str, burstiness: float, prompts: str, tokenizer: str | None,
                  input_tokens: int, output_tokens: int, length_spread: float, slo_text: str | None,
-                 slo_attainment: float, search_steps: int, seed: int, timeout_s: float, output: Path) -> int:
+                 slo_attainment: float, search_steps: int, seed: int, timeout_s: float, output: Path,
+                 results_db: Path | None) -> int:
     slo = parse_slo(slo_text) if slo_text else {}
+    check_output_folder(output)  # before any request: a folder that cannot be written is known at once
     if max_rate_range and not slo:
         raise UserError("--find-max-rate searches for the highest rate that meets an SLO: give --slo")
     url = url.rstrip("/")
@@ -71,10 +80,18 @@ def load_command(url: str, model: str | None, api_key: str | None, rates: list[f
         highest, _ = highest_rate_meeting(at_rate, low, high, slo_attainment, search_steps)
         print(f"highest rate meeting {describe(slo)} for {slo_attainment:.0%} of requests: "
               + (f"{highest:.3g} req/s" if highest else f"none (even {low:g} req/s fails)"), file=sys.stderr)
-    write_results(output, points, records, {
-        "url": url, "model": model, "workload": workload.description, "arrival": arrival, "burstiness": burstiness,
+    write_load(output, points, records, {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "harness_version": metadata.version("harness"), "url": url, "model": model, "workload": workload.description, "arrival": arrival, "burstiness": burstiness,
         "requests_per_point": count, "seed": seed, "slo": describe(slo) if slo else None,
         "slo_attainment_target": slo_attainment, "highest_rate_meeting_slo": highest})
+    print_table(points)
+    try:  # the folder is the record; the store is an index of them, and failing it loses nothing
+        store = ResultsStore(results_db)
+        store.record_load(output)
+        store.close()
+    except (OSError, sqlite3.Error) as error:
+        print(f"warning: the load run was not added to the results store: {error}", file=sys.stderr)
     print(f"results: {output}", file=sys.stderr)
     return 0
 
@@ -125,11 +142,7 @@ def point_line(summary: dict) -> str:
     return line
 
 
-def write_results(output: Path, points: list[dict], records: list[dict], settings: dict) -> None:
-    output.mkdir(parents=True, exist_ok=True)
+def print_table(points: list[dict]) -> None:
     table = pd.DataFrame(points)
-    write_atomic(output / "load.csv", table.to_csv(index=False))
-    write_atomic(output / "requests.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    write_atomic(output / "load.json", json.dumps({**settings, "points": points}, indent=1))
     shown = table[[c for c in TABLE_COLUMNS if c in table]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

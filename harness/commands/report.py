@@ -14,8 +14,10 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.gate.baseline import check_scored
 from harness.gate.compare import compare, not_comparable
+from harness.record.load_folder import is_load_folder
 from harness.record.store import ResultsStore
 from reports.leaderboard import SUITES, leaderboard_frame, render
+from reports.load import load_load_runs
 from reports.render import FORMATS, write
 from reports.report import Run, load_runs
 
@@ -30,9 +32,11 @@ def report(runs: list[Path], formats: str, output: Path | None, max_failures: in
                         Path("runs") / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder")
-    loaded = load_runs(runs)
+    # Folders of `harness load` go to the report's serving section; all others are evaluation runs.
+    loaded = load_runs([run for run in runs if not is_load_folder(run)])
+    load = load_load_runs([run for run in runs if is_load_folder(run)])
     comparisons = [(loaded[0].label, run.label, paired_rows(loaded[0], run)) for run in loaded[1:]]
-    for path in write(loaded, chosen, output, max_failures, comparisons):
+    for path in write(loaded, chosen, output, max_failures, comparisons, load):
         print(path)
     return 0
 

@@ -8,6 +8,10 @@ newest comparable result of this model on this task", which is what a leaderboar
 The database lives at $HARNESS_HOME/results.sqlite unless a path is given (`harness run --results-db PATH`, or
 $HARNESS_RESULTS_DB).
 A run is recorded once: recording the same folder again replaces its rows.
+
+Load runs (`harness load`, harness/record/load_folder.py) are kept beside them: one row per load run (its folder,
+time, target URL and served model, settings) and one row per point (a rate or a concurrency) and figure, so that
+"what did this server sustain last week" is a query like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from harness.record.load_folder import read_load
 from harness.record.tables import is_metric
 from harness.settings import results_store_path
 
@@ -40,6 +45,22 @@ CREATE TABLE IF NOT EXISTS results (
     prompt_hash TEXT,
     num_fewshot INTEGER,
     docs_evaluated INTEGER
+);
+CREATE TABLE IF NOT EXISTS load_runs (
+    id INTEGER PRIMARY KEY,
+    folder TEXT UNIQUE NOT NULL,
+    created TEXT NOT NULL,
+    url TEXT NOT NULL,
+    model TEXT NOT NULL,
+    settings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS load_points (
+    load_run_id INTEGER NOT NULL REFERENCES load_runs(id) ON DELETE CASCADE,
+    point INTEGER NOT NULL,
+    requested_rate REAL,
+    concurrency INTEGER,
+    figure TEXT NOT NULL,
+    value REAL
 );
 CREATE INDEX IF NOT EXISTS results_lookup ON results (task, metric, task_version, prompt_hash, num_fewshot);
 """
@@ -78,6 +99,44 @@ class ResultsStore:
                          identity.get("version"), identity.get("prompt_hash"), identity.get("num_fewshot"),
                          identity.get("docs_evaluated")))
         return run_id
+
+    def record_load(self, folder: Path) -> int:
+        """Adds (or replaces) the load run in `folder`, every numeric figure of every point; returns its id."""
+        folder = Path(folder).resolve()
+        record = read_load(folder)
+        settings = {key: value for key, value in record.items() if key not in ("points", "files")}
+        with self.connection:
+            self.connection.execute("DELETE FROM load_runs WHERE folder = ?", (str(folder),))
+            run_id = self.connection.execute(
+                "INSERT INTO load_runs (folder, created, url, model, settings) VALUES (?, ?, ?, ?, ?)",
+                (str(folder), record["created"], record["url"], record["model"],
+                 json.dumps(settings, sort_keys=True))).lastrowid
+            for index, point in enumerate(record["points"]):
+                for figure, value in point.items():
+                    # Numbers only (kept_schedule, a bool, is kept as 1 or 0); the errors' texts stay in the folder.
+                    if figure in ("requested_rate", "concurrency") or not isinstance(value, (int, float)):
+                        continue
+                    self.connection.execute("INSERT INTO load_points VALUES (?, ?, ?, ?, ?, ?)",
+                                            (run_id, index, point.get("requested_rate"), point.get("concurrency"),
+                                             figure, value))
+        return run_id
+
+    def load_points(self, model: str | None = None) -> list[dict]:
+        """Every recorded point of every load run (of `model`, when given), oldest run first: one dict per point
+        with the run's folder, time, URL and model, and the point's figures."""
+        condition, parameters = ("WHERE load_runs.model = ?", [model]) if model else ("", [])
+        rows = self.connection.execute(
+            "SELECT load_runs.folder, load_runs.created, load_runs.url, load_runs.model, load_points.point, "
+            "load_points.requested_rate, load_points.concurrency, load_points.figure, load_points.value "
+            f"FROM load_points JOIN load_runs ON load_runs.id = load_points.load_run_id {condition} "
+            "ORDER BY load_runs.created, load_runs.id, load_points.point", parameters).fetchall()
+        points: dict[tuple, dict] = {}
+        for folder, created, url, served, point, rate, concurrency, figure, value in rows:
+            entry = points.setdefault((folder, point), {"folder": folder, "created": created, "url": url,
+                                                        "model": served, "point": point, "requested_rate": rate,
+                                                        "concurrency": concurrency})
+            entry[figure] = value
+        return list(points.values())
 
     def latest(self, model_spec: str, task: str, metric: str, task_version: str | None = None,
                prompt_hash: str | None = None, num_fewshot: int | None = None, n: int | None = None) -> dict | None:

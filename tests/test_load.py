@@ -128,6 +128,7 @@ def test_tokens_are_counted_from_usage_when_a_chunk_carries_several():
     assert got["error"] is None and (got["input_tokens"], got["output_tokens"]) == (7, 10)
     assert len(got["itl"]) == 1  # two chunks with text: one gap (the empty first chunk is not a token)
     assert got["tpot"] == pytest.approx((got["e2e"] - got["ttft"]) / 9)
+    assert 0 < got["header_delay"] < got["ttft"]  # the headers left before anything came back
 
 
 @pytest.mark.parametrize("script, reason", [

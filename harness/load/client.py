@@ -7,7 +7,11 @@ Times are the client's monotonic clock (time.perf_counter) when bytes arrive:
     gap is then the chunk's, and tpot below is the per-token figure;
   - tpot: (e2e - ttft) / (output tokens - 1), output tokens as the server's `usage` counts them (asked for with
     `stream_options.include_usage`), or the chunks with text where it sends none;
-  - e2e: from sending to the end of the stream.
+  - e2e: from sending to the end of the stream;
+  - header_delay: from sending to the moment the request's headers start on the wire (httpx's trace hook): the
+    client's own wait for a pooled connection, the connect, and its event loop's delay. "Sending" is the call, as
+    vLLM's benchmark_serving times it, so ttft and e2e include this delay; guidellm starts its clock at the headers
+    instead, and reads ttft lower by it (docs/serving.md).
 
 What the server sends back is treated as hostile: a status other than 200, a line that is not an event, an event
 that is not JSON, an error event, a stream that ends before `[DONE]`, or a timeout make the request failed, with a
@@ -30,12 +34,18 @@ class BadAnswer(Exception):
 
 async def send(client: httpx.AsyncClient, url: str, body: dict, scheduled: float) -> dict:
     """Sends one request (its `body` for /completions, `stream` set here) and returns its record."""
-    record: dict = {"scheduled": scheduled, "sent": time.perf_counter(), "ttft": None, "tpot": None, "itl": [],
-                    "e2e": None, "input_tokens": None, "output_tokens": None, "error": None}
+    record: dict = {"scheduled": scheduled, "sent": time.perf_counter(), "header_delay": None, "ttft": None,
+                    "tpot": None, "itl": [], "e2e": None, "input_tokens": None, "output_tokens": None, "error": None}
+
+    async def trace(event: str, info: dict) -> None:
+        if record["header_delay"] is None and event.endswith(".send_request_headers.started"):
+            record["header_delay"] = time.perf_counter() - record["sent"]
+
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
     chunks_with_text, last_chunk, done = 0, None, False
     try:
-        async with client.stream("POST", f"{url}/completions", json=payload) as response:
+        async with client.stream("POST", f"{url}/completions", json=payload,
+                                 extensions={"trace": trace}) as response:
             if response.status_code != 200:
                 text = (await response.aread())[:300].decode("utf-8", "replace")
                 raise BadAnswer(f"HTTP {response.status_code}: {' '.join(text.split())}")

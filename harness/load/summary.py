@@ -39,6 +39,7 @@ def summarize(records: list[dict], requested_rate: float | None, concurrency: in
     for metric in ("ttft", "tpot", "e2e"):
         summary.update(_spread(metric, [r[metric] for r in ok if r[metric] is not None]))
     summary.update(_spread("itl", [gap for r in ok for gap in r["itl"]]))
+    summary.update(_spread("header_delay", [r["header_delay"] for r in records if r.get("header_delay") is not None]))
     summary.update(_sender(records, requested_rate, client_cpu_s))
     summary["errors"] = sorted({r["error"] for r in records if r["error"]})[:5]
     return summary

@@ -61,11 +61,16 @@ def curves_svg(series: dict[str, list[tuple[float, float | None]]], x_name: str,
     """An SVG document of one line per series through its (x, y) points, in order of x; points without a y (no
     request succeeded there) are left out of the line."""
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    # One colour per run: a run's p50 line (dashed) takes the colour of its p99 line.
+    runs = list(dict.fromkeys(label.removesuffix(" p50").removesuffix(" p99") for label in series))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     try:
         for label, points in series.items():
+            run = label.removesuffix(" p50").removesuffix(" p99")
             shown = sorted((x, y) for x, y in points if y is not None)
             axes.plot([x for x, _ in shown], [y for _, y in shown], marker="o", markersize=4,
-                      linestyle="--" if label.endswith("p50") else "-", label=label)
+                      color=palette[runs.index(run) % len(palette)],
+                      linestyle="--" if label.endswith(" p50") else "-", label=label)
         if log_y:
             axes.set_yscale("log")
         axes.set_xlabel(x_name)

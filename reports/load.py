@@ -78,7 +78,6 @@ def load_charts(runs: list[LoadRun]) -> list[dict]:
         points = {label: chosen for label, chosen in points.items() if chosen}
         if not points:
             continue
-
         against = "rate" if kind == 0 else "concurrency"
         ttft = {**curve_points(points, figure, "ttft_p99_s", 1000, " p99"),
                 **curve_points(points, figure, "ttft_p50_s", 1000, " p50")}

@@ -192,7 +192,8 @@ def render_html(runs: list[report.Run], load_runs: list[LoadRun], content: dict,
                  "record": json.dumps({key: run.record.get(key) for key in SETTINGS_SHOWN if key in run.record},
                                       indent=2, ensure_ascii=False)}
                 for run in runs]
-    settings += [{"label": run.label, "folder": str(run.folder), "command": f"harness load --url {run.record['url']}",
+    settings += [{"label": run.label, "folder": str(run.folder),
+                  "command": f"harness load --url {run.record.get('url')}",
                   "created": run.record.get("created", ""),
                   "record": json.dumps({key: value for key, value in run.record.items() if key not in ("points", "files")},
                                        indent=2, ensure_ascii=False)}

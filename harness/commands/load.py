@@ -82,7 +82,8 @@ def load_command(url: str, model: str | None, api_key: str | None, rates: list[f
               + (f"{highest:.3g} req/s" if highest else f"none (even {low:g} req/s fails)"), file=sys.stderr)
     write_load(output, points, records, {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "harness_version": metadata.version("harness"), "url": url, "model": model, "workload": workload.description, "arrival": arrival, "burstiness": burstiness,
+        "harness_version": metadata.version("harness"), "url": url, "model": model,
+        "workload": workload.description, "arrival": arrival, "burstiness": burstiness,
         "requests_per_point": count, "seed": seed, "slo": describe(slo) if slo else None,
         "slo_attainment_target": slo_attainment, "highest_rate_meeting_slo": highest})
     print_table(points)

@@ -109,7 +109,7 @@ class ResultsStore:
             self.connection.execute("DELETE FROM load_runs WHERE folder = ?", (str(folder),))
             run_id = self.connection.execute(
                 "INSERT INTO load_runs (folder, created, url, model, settings) VALUES (?, ?, ?, ?, ?)",
-                (str(folder), record["created"], record["url"], record["model"],
+                (str(folder), record.get("created") or "", str(record.get("url")), str(record.get("model")),
                  json.dumps(settings, sort_keys=True))).lastrowid
             for index, point in enumerate(record["points"]):
                 for figure, value in point.items():

@@ -28,10 +28,11 @@ from harness.record.run_folder import read_run
 from tests.tiny import make_tiny_llama_folder
 
 # MMLU questions (loglikelihood, fast) then GSM8K 5-shot generations (about 3 s each here), one response per
-# commit: long enough to be killed part-way, short enough for the suite.
+# commit: long enough to be killed part-way (Ctrl-C comes after the first generation, with the second 3 s away),
+# short enough for the suite.
 COMMAND = ["run", "--model", "smollm2-135m", "--tasks", "mmlu_abstract_algebra,gsm8k", "--limit",
-           "mmlu_abstract_algebra=5,gsm8k=3"]
-TOTAL = 5 * 4 + 3
+           "mmlu_abstract_algebra=5,gsm8k=2"]
+TOTAL = 5 * 4 + 2
 
 
 def start(arguments, cache: Path) -> subprocess.Popen:

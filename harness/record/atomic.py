@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from harness.errors import UserError
+
 
 def write_atomic(path: Path, data: str | bytes) -> dict:
     """Writes `data` (text is UTF-8) to `path` atomically; returns its size and sha256, for a record to vouch for."""
@@ -38,3 +40,13 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def check_vouched(folder: Path, files: dict, record_name: str, what: str) -> None:
+    """Refuses, in one line, any file of `folder` whose size or sha256 differs from what its record (`record_name`,
+    written last, from write_atomic's answers) vouches for; `what` names the run in the message."""
+    for name, expected in files.items():
+        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise UserError(f"{folder / name} is damaged or was changed after the {what}: {len(data)} bytes, not the "
+                            f"{expected['bytes']} its {record_name} records")

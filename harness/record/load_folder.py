@@ -9,14 +9,13 @@ load run from a damaged one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import UserError
-from harness.record.atomic import write_atomic
+from harness.record.atomic import check_vouched, write_atomic
 
 LOAD_RECORD = "load.json"
 
@@ -47,9 +46,5 @@ def read_load(folder: Path) -> dict:
     if not isinstance(record, dict) or not isinstance(record.get("points"), list) or not record["points"] or \
             not all(isinstance(point, dict) for point in record["points"]):
         raise UserError(f"{folder / LOAD_RECORD} is not a load record (no points)")
-    for name, expected in record.get("files", {}).items():
-        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
-        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            raise UserError(f"{folder / name} is damaged or was changed after the load run: {len(data)} bytes, not "
-                            f"the {expected['bytes']} its {LOAD_RECORD} records")
+    check_vouched(folder, record.get("files", {}), LOAD_RECORD, "load run")
     return record

@@ -6,7 +6,6 @@ few-shot ids, data sha256, batch policy, seed, package versions), so two runs ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
-from harness.record.atomic import write_atomic
+from harness.record.atomic import check_vouched, write_atomic
 from harness.record.tables import results_frame, systems_rows
 
 PACKAGES = ["harness", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"]
@@ -117,9 +116,5 @@ def read_run(folder: Path) -> tuple[dict, list[dict]]:
     if not isinstance(record, dict) or "results" not in record:
         raise UserError(f"{folder / 'results.json'} is not a run record")
     # results.json, written last, vouches for the other files (runs from before it did so carry no "files").
-    for name, expected in record.get("files", {}).items():
-        data = (folder / name).read_bytes() if (folder / name).is_file() else b""
-        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            raise UserError(f"{folder / name} is damaged or was changed after the run: {len(data)} bytes, not the "
-                            f"{expected['bytes']} its results.json records")
+    check_vouched(folder, record.get("files", {}), "results.json", "run")
     return record, samples

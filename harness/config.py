@@ -54,6 +54,8 @@ class EngineConfig:
     batch_size: int | None = None  # None: auto (a token budget); results do not depend on it
     seed: int = 1234
     use_cache: bool = True  # reuse and store responses in the response cache
+    speculative: str | None = None  # speculative decoding: "draft=SPEC,k=K" or "ngram=N,k=K"
+    kv_cache: bool = True  # False: decode without the KV cache (every step reads the whole text again)
 
 
 @dataclass(frozen=True)

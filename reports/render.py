@@ -79,8 +79,9 @@ def comparison_charts(runs: list[report.Run], side_by_side: pd.DataFrame) -> lis
     return charts
 
 
-COMPARISON_FIXED = {"run", "model", "folder", "variant", "lora", "parameters", "bytes", "prefill tok/s",
-                    "decode tok/s", "latency p95 s", "peak RSS bytes", "wall s"}
+COMPARISON_FIXED = {"run", "model", "folder", "variant", "lora", "decoding", "parameters", "bytes", "prefill tok/s",
+                    "decode tok/s", "latency p95 s", "peak RSS bytes", "wall s", "decode tok/s vs first",
+                    "latency p95 vs first"}
 
 
 def to_floats(column: pd.Series) -> list[float | None]:

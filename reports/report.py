@@ -117,8 +117,26 @@ def run_systems_frame(run: Run) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column]) * scale
     peak = lookup(run.record["systems"], ("memory", "peak_rss_bytes"))
     frame["peak RSS MiB"] = [None] * (len(frame) - 1) + [peak / 2**20 if peak is not None else None]  # run only
+    scopes = [*run.record["systems"].get("tasks", {}).values(), run.record["systems"].get("run", {})]
+    if any("speculation" in scope for scope in scopes):  # a speculative run: how much the drafts were worth
+        for column, key, scale in SPECULATION_COLUMNS:
+            frame[column] = [None if (value := lookup(scope, ("speculation", key))) is None else value * scale
+                             for scope in scopes]
     frame.insert(0, "run", run.label)
     return frame
+
+
+# A speculative run's systems columns (harness/systems/profiler.py, speculation_summary).
+SPECULATION_COLUMNS = [("drafts accepted %", "acceptance_rate", 100), ("tokens a target step", "tokens_per_row_step", 1),
+                       ("draft time %", "draft_share", 100)]
+
+
+def decoding_of(model: dict) -> str:
+    """How a run decoded, in words: "kv cache", "no kv cache" or "speculative ngram=3,k=4"."""
+    decoding = model.get("decoding") or {}
+    if decoding.get("speculative"):
+        return f"speculative {decoding['speculative']}"
+    return "no kv cache" if decoding.get("kv_cache") is False else "kv cache"
 
 
 def latency_p95(systems: dict) -> float | None:
@@ -142,6 +160,7 @@ def comparison_frame(runs: list[Run]) -> pd.DataFrame:
         values = quality[run.label].set_index(["task", "metric"])["value"]
         row = {"run": run.label, "model": model["spec"], "folder": str(run.folder),
                "variant": model.get("variant", {}).get("name", ""), "lora": "lora" in model,
+               "decoding": decoding_of(model),
                "parameters": model.get("parameters"), "bytes": model.get("bytes")}
         row.update({f"{task} {metric}": values[(task, metric)] for task, metric in shared or []})
         row.update({
@@ -152,6 +171,11 @@ def comparison_frame(runs: list[Run]) -> pd.DataFrame:
             "wall s": run.record.get("wall_seconds"),
         })
         rows.append(row)
+    # Speed against the first run's (plain decoding, when the runs compare ways of decoding the same model).
+    for column, ratio in (("decode tok/s", "decode tok/s vs first"), ("latency p95 s", "latency p95 vs first")):
+        first = rows[0][column]
+        for row in rows:
+            row[ratio] = row[column] / first if row[column] is not None and first else None
     return pd.DataFrame(rows)
 
 

@@ -36,20 +36,37 @@ def print_systems(systems: dict, hardware: str) -> None:
 
 
 def print_sweep(rows: list[dict], title: str) -> None:
-    """`harness profile`'s table: one row per batch size and prompt length, medians with their spread."""
-    def cell(row: dict, metric: str, scale: float, fmt: str) -> str:
+    """`harness profile`'s table: one row per configuration and way of decoding, medians (decode tokens/s and the
+    ratios with their spread over repeats; the CSV has every spread); with several ways, decode tokens/s and request
+    latency as ratios to the plain way's, and a speculative row's acceptance."""
+    def cell(row: dict, metric: str, scale: float, fmt: str, spread: bool = False) -> str:
         if row.get(metric) is None:
-            return "n/a"
-        return (f"{fmt.format(row[metric] * scale)} [{fmt.format(row[metric + '_min'] * scale)}-"
-                f"{fmt.format(row[metric + '_max'] * scale)}]")
+            return "-"
+        low, high = (fmt.format(row[metric + suffix] * scale) for suffix in ("_min", "_max"))
+        return fmt.format(row[metric] * scale) + (f" [{low}-{high}]" if spread and low != high else "")
 
+    ways = len({row.get("decoding") for row in rows}) > 1
+    speculative = any(row.get("acceptance_rate") is not None for row in rows)
     table = Table(title=title)
-    for column in ("batch", "prompt", "prefill tok/s", "decode tok/s", "TTFT ms", "ITL p50 ms", "of FLOP limit"):
-        table.add_column(column, justify="right")
+    columns = ["decoding"] * ways + ["batch", "prompt", "new", "prefill tok/s", "decode tok/s"]
+    columns += ["decode vs plain", "latency vs plain"] * ways + ["TTFT ms", "ITL p50 ms"]
+    columns += ["accepted", "tokens a step", "draft time"] * speculative + ["of FLOP limit"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "decoding" else "right")
     for row in rows:
         fraction = row.get("fraction_of_matmul_limit")
-        table.add_row(str(row["batch_size"]), str(row["prompt_length"]),
-                      cell(row, "prefill_tokens_per_s", 1, "{:.0f}"), cell(row, "decode_tokens_per_s", 1, "{:.1f}"),
-                      cell(row, "ttft_s", 1e3, "{:.0f}"), cell(row, "itl_p50_s", 1e3, "{:.1f}"),
-                      "n/a" if fraction is None else f"{100 * fraction:.0f} %")
-    Console().print(table)
+        cells = [row["decoding"]] * ways + [str(row["batch_size"]), str(row["prompt_length"]), str(row["new_tokens"]),
+                                            cell(row, "prefill_tokens_per_s", 1, "{:.0f}"),
+                                            cell(row, "decode_tokens_per_s", 1, "{:.1f}", spread=True)]
+        if ways:
+            cells += [cell(row, "decode_tokens_per_s_vs_plain", 1, "{:.2f}x", spread=True),
+                      cell(row, "latency_s_vs_plain", 1, "{:.2f}x", spread=True)]
+        cells += [cell(row, "ttft_s", 1e3, "{:.0f}"), cell(row, "itl_p50_s", 1e3, "{:.1f}")]
+        if speculative:
+            cells += [cell(row, "acceptance_rate", 100, "{:.0f} %"), cell(row, "tokens_per_row_step", 1, "{:.2f}"),
+                      cell(row, "draft_share", 100, "{:.0f} %")]
+        table.add_row(*cells, "-" if fraction is None else f"{100 * fraction:.0f} %")
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: rich would wrap at 80 columns
+        console = Console(width=180)
+    console.print(table)

@@ -56,7 +56,8 @@ def runs_share_smollm2(smollm2, monkeypatch):
     load, given = registry.load_model, smollm2.profiler
 
     def shared(text, device="cpu", dtype="float32", **options):
-        if (text, device, dtype) != ("smollm2-135m", "cpu", "float32") or options.get("max_length"):
+        own = options.get("max_length") or options.get("speculative") or options.get("kv_cache") is False
+        if (text, device, dtype) != ("smollm2-135m", "cpu", "float32") or own:
             return load(text, device=device, dtype=dtype, **options)
         smollm2.profiler = options.get("profiler")
         return smollm2

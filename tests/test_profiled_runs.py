@@ -75,3 +75,24 @@ def test_profile_sweeps_batch_sizes_and_prompt_lengths(tmp_path, smollm2_folder,
     code = main(["profile", "--model", f"hf:{tiny}", "--prompt-lengths", "60", "--new-tokens", "10", "--output",
                  str(tmp_path / "x.csv")])
     assert code == 2 and "exceed the model's 64 positions" in capsys.readouterr().err
+
+
+def test_profile_compares_ways_of_decoding(tmp_path, smollm2_folder, capsys):
+    """--kv-cache both and --speculative: each configuration decoded plainly, without the cache and speculatively,
+    with ratios to the plain row (1 for it) and the speculative row's acceptance; --new-tokens sweeps too."""
+    tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder)
+    csv = tmp_path / "profile.csv"
+    code = main(["profile", "--model", f"hf:{tiny}", "--batch-sizes", "2", "--prompt-lengths", "24",
+                 "--new-tokens", "4,6", "--repeats", "1", "--kv-cache", "both", "--speculative", "ngram=1,k=3",
+                 "--output", str(csv)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    frame = pd.read_csv(csv)
+    assert list(zip(frame.decoding, frame.new_tokens)) == [
+        (way, count) for count in (4, 6) for way in ("kv cache", "no kv cache", "speculative ngram=1,k=3")]
+    plain = frame[frame.decoding == "kv cache"]
+    assert (plain.decode_tokens_per_s_vs_plain == 1).all() and (plain.latency_s_vs_plain == 1).all()
+    assert (frame.decode_tokens_per_s_vs_plain > 0).all()
+    speculative = frame[frame.decoding.str.startswith("speculative")]
+    assert speculative.acceptance_rate.between(0, 1).all() and (speculative.tokens_per_row_step >= 1).all()
+    assert "no kv cache" in printed.out and "ngram=1,k=3" in printed.out

@@ -74,7 +74,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         prompts=PromptConfig(chat_template=args.apply_chat_template, system_prompt=args.system_prompt,
                              fewshot_as_multiturn=args.fewshot_as_multiturn != "false"),
         engine=EngineConfig(batch_size=None if args.batch_size == "auto" else args.batch_size, seed=args.seed,
-                            use_cache=not args.no_cache),
+                            use_cache=not args.no_cache, speculative=args.speculative,
+                            kv_cache=not args.no_kv_cache),
         sandbox=sandbox_config(args),
         toxicity=ToxicityConfig(scorer=args.toxicity_scorer, checkpoint=absolute(args.toxicity_checkpoint),
                                 hf_config=absolute(args.toxicity_config)),
@@ -105,7 +106,8 @@ def serve_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     return serve_model(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
                        revision=args.revision, host=args.host, port=args.port, max_batch=args.max_batch,
-                       max_queued=args.max_queued, max_body_bytes=args.max_body_bytes, api_key=args.api_key)
+                       max_queued=args.max_queued, max_body_bytes=args.max_body_bytes, api_key=args.api_key,
+                       speculative=args.speculative, kv_cache=not args.no_kv_cache)
 
 
 def load_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -133,7 +135,7 @@ def profile_command(args: argparse.Namespace, argv: list[str]) -> int:
     return profile(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, revision=args.revision,
                    batch_sizes=args.batch_sizes,
                    prompt_lengths=args.prompt_lengths, new_tokens=args.new_tokens, repeats=args.repeats,
-                   output=args.output)
+                   output=args.output, kv_cache=args.kv_cache, speculative=args.speculative)
 
 
 def gate_command(args: argparse.Namespace, argv: list[str]) -> int:

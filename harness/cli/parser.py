@@ -58,6 +58,17 @@ def model_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
                              "max_position_embeddings); sets rolling windows and truncation, as lm-eval's max_length")
 
 
+def decoding_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--speculative", metavar="draft=SPEC,k=K|ngram=N,k=K",
+                        help="speculative decoding: a draft model with the target's tokenizer (e.g. "
+                             "draft=smollm2-135m:layers-8,k=4) or prompt lookup of n-grams up to N tokens "
+                             "(ngram=3,k=4) proposes k tokens a step; greedy text is unchanged, sampled text keeps "
+                             "its distribution")
+    parser.add_argument("--no-kv-cache", action="store_true",
+                        help="decode without the KV cache, every step reading the whole text again (the baseline "
+                             "the cache is measured against; greedy text is unchanged)")
+
+
 def code_execution_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code-execution", action="store_true",
                         help="run model-written code (humaneval), each program in a sandboxed process")
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", parents=[debug, flags(lambda p: model_flags(p, required=False))],
+    run = commands.add_parser("run", parents=[debug, flags(lambda p: model_flags(p, required=False), decoding_flags)],
                               help="evaluate a model on tasks and write a run folder")
     run.add_argument("--tasks", help="comma-separated tasks or groups, e.g. mmlu,wikitext (required, unless --resume)")
     run.add_argument("--limit", type=limit_spec, default=(None, ()), metavar="N|NAME=N,...",
@@ -119,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--toxicity-config", type=Path,
                      help="the Hugging Face config and tokenizer folder detoxify needs to load a checkpoint offline")
 
-    serve = commands.add_parser("serve", parents=[debug, flags(model_flags)],
+    serve = commands.add_parser("serve", parents=[debug, flags(model_flags, decoding_flags)],
                                 help="serve a model spec as an OpenAI-compatible HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int_at_least(1), default=8000, help="port (default 8000)")
@@ -179,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--batch-sizes", default="1,8", type=int_list, help="comma-separated (default 1,8)")
     profile.add_argument("--prompt-lengths", default="128,512", type=int_list,
                          help="prompt tokens, comma-separated (default 128,512)")
-    profile.add_argument("--new-tokens", type=int_at_least(1), default=64, help="tokens to generate (default 64)")
+    profile.add_argument("--new-tokens", default="64", type=int_list,
+                         help="tokens to generate, comma-separated (default 64)")
+    profile.add_argument("--kv-cache", choices=["on", "off", "both"], default="on",
+                         help="decode with the KV cache (on, the default), without it (off), or both ways with "
+                              "their ratio (both)")
+    profile.add_argument("--speculative", metavar="draft=SPEC,k=K|ngram=N,k=K",
+                         help="also decode each setting speculatively, with its ratio to plain decoding, the "
+                              "acceptance rate and the draft's share of the time")
     profile.add_argument("--repeats", type=int_at_least(1), default=3, help="timed runs per setting (default 3)")
     profile.add_argument("--output", type=Path, help="CSV file (default runs/profile-<time>-<model>.csv)")
 

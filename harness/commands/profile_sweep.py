@@ -1,11 +1,16 @@
 """`harness profile`: a sweep of batch sizes and prompt lengths on one model, so that variants can be compared on
 the user's own hardware (`harness profile --model smollm2-135m` beside `--model smollm2-135m:int8`).
 
-Each configuration (batch size B, prompt length L) generates `new_tokens` tokens for B prompts of exactly L tokens,
-greedily, `repeats` times after one untimed warm-up, under the profiler (harness/systems/profiler.py). Prompts are
+Each configuration (batch size B, prompt length L, new tokens N) generates N tokens for B prompts of exactly L
+tokens, greedily (end-of-sequence is a token like any other, so every row generates N), `repeats` times after one
+untimed warm-up, under the profiler (harness/systems/profiler.py), once for each way of decoding asked for: with
+the KV cache (the plain way), without it (each step reads the whole history again), speculatively. Prompts are
 consecutive windows of the WikiText-2 test set's tokens: real text, the same for every model with the same
-tokenizer. A row reports the median over repeats and the spread (min and max) of prefill and decode tokens/s, TTFT
-and inter-token latency, and the process's peak RSS.
+tokenizer. A row reports the median over repeats and the spread (min and max) of prefill and decode tokens/s, TTFT,
+inter-token latency, request latency and the process's peak RSS; a speculative row adds the acceptance rate, the
+tokens a sequence gains per target step and the draft's share of the time; with several ways, each row's decode
+tokens/s and latency are also given as ratios to the plain way's in the same configuration, measured alternately
+(each repeat runs every way once), so that the machine's drift falls on all of them alike.
 
 Beside the table: this machine's measured fp32 matmul FLOP/s and, per prompt length, the FLOPs a token of prefill
 costs, 2 x parameters (every weight multiplies once; the tied head counts once, the embedding lookup is free)
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,18 +33,47 @@ from harness.engine.requests import GenerateRequest
 from harness.errors import UserError
 from harness.models import packed_linear
 from harness.models.adapter import ModelAdapter
+from harness.models.speculation import Speculation
 from harness.systems.profiler import Profiler
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One way of generating, as a reference adapter can be set to (harness/models/reference.py)."""
+    name: str  # for the table: "kv cache", "no kv cache", "speculative ngram=3,k=4"
+    kv_cache: bool = True
+    speculation: Speculation | None = None
+    draft: ModelAdapter | None = None
+
+
+PLAIN = Decoding("kv cache")
+UNCACHED = Decoding("no kv cache", kv_cache=False)
+
+
+@contextmanager
+def decoding_as(adapter: ModelAdapter, decoding: Decoding) -> Iterator[None]:
+    if not hasattr(adapter, "new_batcher"):  # transformers' implementation decodes one way only (check_decoding)
+        yield
+        return
+    given = adapter.kv_cache, adapter.speculation, adapter.draft
+    adapter.kv_cache, adapter.speculation, adapter.draft = decoding.kv_cache, decoding.speculation, decoding.draft
+    try:
+        yield
+    finally:
+        adapter.kv_cache, adapter.speculation, adapter.draft = given
 
 
 @dataclass
 class SweepRow:
+    decoding: str
     batch_size: int
     prompt_length: int
     new_tokens: int
     measured: dict[str, list[float]]  # metric -> one value per repeat
 
     def summary(self) -> dict:
-        row = {"batch_size": self.batch_size, "prompt_length": self.prompt_length, "new_tokens": self.new_tokens}
+        row = {"decoding": self.decoding, "batch_size": self.batch_size, "prompt_length": self.prompt_length,
+               "new_tokens": self.new_tokens}
         for metric, values in self.measured.items():
             values = [v for v in values if v is not None]
             row[metric] = statistics.median(values) if values else None
@@ -58,13 +94,17 @@ def text_windows(adapter: ModelAdapter, count: int, length: int) -> list[list[in
 
 
 def one_run(adapter: ModelAdapter, prompts: list[list[int]], new_tokens: int) -> dict:
+    """Generates new_tokens for each prompt, all in one batch, as the adapter is set to decode; its figures."""
     requests = [GenerateRequest("", stop=(), max_tokens=new_tokens) for _ in prompts]
     generators = [torch.Generator().manual_seed(0) for _ in prompts]
     profiler = Profiler(adapter.device)
     profiler.start()
     try:
         with adapter.timed_by(profiler):
-            adapter._generate_batch(requests, prompts, generators)
+            if hasattr(adapter, "new_batcher"):  # our reference models: the engine's continuous batcher
+                adapter.new_batcher(len(prompts), None).run(requests, prompts, generators, ignore_eos=True)
+            else:  # transformers' implementation, through the adapter's plain path
+                adapter._generate_batch(requests, prompts, generators)
     finally:
         profiler.stop()
     summary = profiler.summary()
@@ -73,32 +113,60 @@ def one_run(adapter: ModelAdapter, prompts: list[list[int]], new_tokens: int) ->
     def number(value):
         return value if isinstance(value, (int, float)) else None
 
-    return {"prefill_tokens_per_s": number(run["prefill"]["tokens_per_s"]),
-            "decode_tokens_per_s": number(run["decode"]["tokens_per_s"]),
-            "ttft_s": number(run["ttft_s"]["p50"]),
-            "itl_p50_s": number(run["inter_token_latency_s"]["p50"]),
-            "itl_p95_s": number(run["inter_token_latency_s"]["p95"]),
-            "peak_rss_bytes": number(summary["memory"]["peak_rss_bytes"])}
+    figures = {"prefill_tokens_per_s": number(run["prefill"]["tokens_per_s"]),
+               "decode_tokens_per_s": number(run["decode"]["tokens_per_s"]),
+               "ttft_s": number(run["ttft_s"]["p50"]),
+               "itl_p50_s": number(run["inter_token_latency_s"]["p50"]),
+               "itl_p95_s": number(run["inter_token_latency_s"]["p95"]),
+               "latency_s": number(run["request_latency_s"]["generate"]["p50"]),
+               "peak_rss_bytes": number(summary["memory"]["peak_rss_bytes"])}
+    if "speculation" in run:
+        speculation = run["speculation"]
+        figures.update({"acceptance_rate": number(speculation["acceptance_rate"]),
+                        "tokens_per_row_step": number(speculation["tokens_per_row_step"]),
+                        "draft_share": number(speculation["draft_share"])})
+    return figures
 
 
-def sweep(adapter: ModelAdapter, batch_sizes: list[int], prompt_lengths: list[int], new_tokens: int,
-          repeats: int, progress=print) -> list[SweepRow]:
-    if max(prompt_lengths) + new_tokens > adapter.max_length:
-        raise UserError(f"--prompt-lengths up to {max(prompt_lengths)} plus --new-tokens {new_tokens} "
+def sweep(adapter: ModelAdapter, batch_sizes: list[int], prompt_lengths: list[int], new_tokens: list[int],
+          repeats: int, decodings: list[Decoding] = (PLAIN,), progress=print) -> list[SweepRow]:
+    """Rows in the order of prompt length, new tokens, batch size and decoding; with several decodings, each row
+    has its ratios to the first decoding's row of the same configuration (add_ratios)."""
+    if max(prompt_lengths) + max(new_tokens) > adapter.max_length:
+        raise UserError(f"--prompt-lengths up to {max(prompt_lengths)} plus --new-tokens {max(new_tokens)} "
                         f"exceed the model's {adapter.max_length} positions")
     windows = text_windows(adapter, max(batch_sizes), max(prompt_lengths))
-    one_run(adapter, [w[:min(prompt_lengths)] for w in windows[:1]], min(new_tokens, 4))  # warm-up, untimed
+    for decoding in decodings:  # warm-up, untimed
+        with decoding_as(adapter, decoding):
+            one_run(adapter, [w[:min(prompt_lengths)] for w in windows[:1]], min(min(new_tokens), 4))
     rows = []
     for length in prompt_lengths:
-        for batch_size in batch_sizes:
-            prompts = [w[:length] for w in windows[:batch_size]]
-            measured: dict[str, list[float]] = {}
-            for _ in range(repeats):
-                for metric, value in one_run(adapter, prompts, new_tokens).items():
-                    measured.setdefault(metric, []).append(value)
-            rows.append(SweepRow(batch_size, length, new_tokens, measured))
-            progress(f"batch {batch_size}, prompt {length}: done")
+        for count in new_tokens:
+            for batch_size in batch_sizes:
+                prompts = [w[:length] for w in windows[:batch_size]]
+                measured: list[dict[str, list[float]]] = [{} for _ in decodings]
+                for _ in range(repeats):
+                    for decoding, values in zip(decodings, measured):
+                        with decoding_as(adapter, decoding):
+                            for metric, value in one_run(adapter, prompts, count).items():
+                                values.setdefault(metric, []).append(value)
+                group = [SweepRow(d.name, batch_size, length, count, values) for d, values in zip(decodings, measured)]
+                if len(decodings) > 1:
+                    add_ratios(group)
+                rows += group
+                progress(f"batch {batch_size}, prompt {length}, {count} new tokens: done")
     return rows
+
+
+def add_ratios(group: list[SweepRow]) -> None:
+    """Each row's decode tokens/s and request latency over the first row's (the plain decoding), repeat by repeat:
+    the runs of one repeat ran one after another, so their ratio cancels the machine's slower drift."""
+    plain = group[0].measured
+    for row in group:
+        for metric in ("decode_tokens_per_s", "latency_s"):
+            row.measured[metric + "_vs_plain"] = [
+                mine / theirs if mine is not None and theirs else None
+                for mine, theirs in zip(row.measured[metric], plain[metric])]
 
 
 def matmul_flops_per_s(size: tuple[int, int, int] = (512, 576, 1536), seconds: float = 1.0) -> float:

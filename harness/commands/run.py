@@ -31,7 +31,7 @@ from harness.engine.evaluator import Group, PromptFormat, evaluate
 from harness.engine.task import TaskOptions
 from harness.errors import UserError
 from harness.models.adapter import MAX_BATCH_POSITIONS
-from harness.models.registry import load_model, parse_spec
+from harness.models.registry import check_decoding, load_model
 from harness.record.run_folder import (
     INVOCATION,
     check_output_folder,
@@ -72,7 +72,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     # Everything that can be checked before loading the model is checked first.
     task_names = task_registry.expand(list(config.tasks.names))
     limits = per_task_limits(config.tasks.limits, task_names)
-    parse_spec(config.model.spec)
+    check_decoding(config.model.spec, config.engine.speculative, config.engine.kv_cache)
     started = datetime.now(timezone.utc)
     output = config.output.folder or default_output(config.model.spec, started)
     config = config.replace(output={"folder": output})
@@ -108,7 +108,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     profiler = Profiler(torch.device(device))
     adapter = load_model(config.model.spec, device=device, dtype=config.model.dtype,
                          max_length=config.model.max_length, revision=config.model.revision, profiler=profiler,
-                         progress=lambda message: print(message, file=sys.stderr))
+                         progress=lambda message: print(message, file=sys.stderr),
+                         speculative=config.engine.speculative, kv_cache=config.engine.kv_cache)
     model = CachingModel(adapter, ResponseCache(), prompt_format.describe(adapter)) if config.engine.use_cache \
         else adapter
     invocation = {"config": config.to_json(), "command": command, "cwd": str(Path.cwd()),
@@ -154,6 +155,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
             "batch_size": config.engine.batch_size or "auto",
             "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": config.model.device, "dtype": config.model.dtype, "seed": config.engine.seed,
+            "speculative": config.engine.speculative, "kv_cache": config.engine.kv_cache,
             "data_dir": str(config.tasks.data_dir) if config.tasks.data_dir else None,
             **prompt_format.describe(adapter),
             "samples": config.tasks.samples, "temperature": config.tasks.temperature,

@@ -10,11 +10,13 @@ from harness.serving.server import ServerSettings, serve
 
 
 def serve_model(spec: str, device: str, dtype: str, max_length: int | None, revision: str | None, host: str,
-                port: int, max_batch: int, max_queued: int, max_body_bytes: int, api_key: str | None) -> int:
+                port: int, max_batch: int, max_queued: int, max_body_bytes: int, api_key: str | None,
+                speculative: str | None = None, kv_cache: bool = True) -> int:
     if parse_spec(spec).name == "openai":
         raise UserError("harness serve serves a local model; openai:MODEL@URL is already behind a server")
     adapter = load_model(spec, device=device, dtype=dtype, max_length=max_length, revision=revision,
-                         progress=lambda message: print(message, file=sys.stderr))
+                         progress=lambda message: print(message, file=sys.stderr), speculative=speculative,
+                         kv_cache=kv_cache)
     print(f"serving {spec} at http://{host}:{port}/v1, {max_batch} sequences at a time "
           f"(evaluate it with --model openai:{spec}@http://{host}:{port}/v1)", file=sys.stderr, flush=True)
     settings = ServerSettings(max_batch=max_batch, max_queued=max_queued, max_body_bytes=max_body_bytes,

@@ -6,7 +6,9 @@ An entry is keyed by two sha256 digests, and nothing else can reach it:
     transformers', which must never answer for each other), dtype, device, and how prompts are written
     (chat template on or off, the template's sha256, the system prompt, few-shot as multi-turn), and FORMAT;
   - the request key: the request's kind and every field of it, its context already rendered to the text the
-    model reads, and for a sampled generation its random stream (the run's seed and the request's occurrence).
+    model reads, and for a sampled generation its random stream (the run's seed and the request's occurrence) and
+    the model's sampling scheme where it has one (speculative decoding reads the stream otherwise). Greedy answers
+    do not depend on how they were decoded (with or without the KV cache, speculatively or not), and share entries.
 So a different model, variant, dtype or prompt never hits another's entries. FORMAT changes whenever the engine's
 numbers may change, which leaves every older entry unreachable.
 
@@ -60,10 +62,13 @@ def model_key(fingerprint: str, implementation: str, dtype: str, device: str, pr
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def request_key(request: Request, seed: int, occurrence: int) -> str:
-    """Greedy requests ignore the seed; a sampled one's text depends on its stream, so the stream is in the key."""
+def request_key(request: Request, seed: int, occurrence: int, sampling_scheme: str | None = None) -> str:
+    """Greedy requests ignore the seed; a sampled one's text depends on its stream, and on how the model reads it
+    (its sampling_scheme, e.g. speculative decoding), so both are in the key."""
     sampled = isinstance(request, GenerateRequest) and request.temperature > 0
-    stream = [seed, occurrence] if sampled else None
+    stream = None
+    if sampled:
+        stream = [seed, occurrence] if sampling_scheme is None else [seed, occurrence, sampling_scheme]
     payload = json.dumps([request.kind, asdict(request), stream], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -154,7 +159,8 @@ class CachingModel(LanguageModel):
         """A stored response is never recomputed; the new ones are stored in one commit."""
         # Without occurrences, identical requests count as the model they wrap counts them: each its own stream.
         occurrences = list(occurrences) if occurrences is not None else occurrences_in(requests)
-        keys = [request_key(request, seed, o) for request, o in zip(requests, occurrences)]
+        scheme = self.model.sampling_scheme
+        keys = [request_key(request, seed, o, scheme) for request, o in zip(requests, occurrences)]
         stored = self.store.get_many(self.key, keys)
         answers = [decode(request, stored[key]) if key in stored else None for request, key in zip(requests, keys)]
         missing = [position for position, key in enumerate(keys) if key not in stored]
@@ -208,6 +214,10 @@ class CachingModel(LanguageModel):
 
     def cannot_answer(self, request: Request) -> str | None:
         return self.model.cannot_answer(request)
+
+    @property
+    def sampling_scheme(self) -> str | None:
+        return self.model.sampling_scheme
 
     @property
     def chat_template(self) -> str | None:

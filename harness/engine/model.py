@@ -80,6 +80,12 @@ class LanguageModel(ABC):
         return None
 
     @property
+    def sampling_scheme(self) -> str | None:
+        """What decides a sampled generation's text besides the model, the request and its random stream (a
+        speculative decoder reads the stream otherwise), or None: the response cache keys sampled answers by it."""
+        return None
+
+    @property
     def chat_template(self) -> str | None:
         """The chat template prompts are written through with --apply-chat-template, or None if it has none."""
         return None

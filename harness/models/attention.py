@@ -240,15 +240,24 @@ def padding_causal_mask(key_is_real: torch.Tensor, past: int, seq: int) -> torch
     return (mask | diagonal[None])[:, None]
 
 
-def sliding_window_mask(mask: torch.Tensor | None, past: int, seq: int, window: int,
-                        device: torch.device) -> torch.Tensor | None:
+def sliding_window_mask(mask: torch.Tensor | None, past: int, seq: int, window: int, device: torch.device,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
     """`mask` (positions_and_mask's, None meaning causal) for a sliding-window layer: each query also sees at most
-    the last `window` positions up to itself. Distances are counted in cache columns, which equal distances in
-    positions because a row's real tokens are contiguous (padding only ever comes before them, generation.py)."""
+    the last `window` positions up to itself. With `attention_mask` (batch, past + seq), distances are counted in
+    real tokens, as positions are, so that padding or holes in a row's cache (harness/models/batch_cache.py) do not
+    narrow what it sees; without it every column is a real token."""
     total = past + seq
     if total <= window:  # no key is out of reach yet
         return mask
-    queries = torch.arange(past, total, device=device)[:, None]
-    keys = torch.arange(total, device=device)[None]
-    band = (keys <= queries) & (keys > queries - window)  # (seq, total)
+    if attention_mask is None:
+        key_positions = torch.arange(total, device=device)[None]  # (1, total)
+    else:
+        key_positions = attention_mask.long().cumsum(-1) - 1  # (batch, total): padding repeats its left neighbour's
+    query_positions = key_positions[:, past:, None]  # (batch or 1, seq, 1)
+    keys = key_positions[:, None, :]
+    band = (keys <= query_positions) & (keys > query_positions - window)  # (batch or 1, seq, total)
+    if attention_mask is None:
+        band = band[0]  # (seq, total), as a mask of no batch
+    else:
+        band = band[:, None]  # (batch, 1, seq, total), as positions_and_mask's
     return band if mask is None else mask & band

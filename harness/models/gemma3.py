@@ -235,7 +235,8 @@ class Gemma3(nn.Module):
         rotary = {GLOBAL: rotary_cos_sin(positions, config.head_dim, config.rope_theta, dtype),
                   LOCAL: rotary_cos_sin(positions, config.head_dim, config.rope_local_base_freq, dtype)}
         masks = {GLOBAL: mask,
-                 LOCAL: sliding_window_mask(mask, past, input_ids.shape[1], config.sliding_window, input_ids.device)}
+                 LOCAL: sliding_window_mask(mask, past, input_ids.shape[1], config.sliding_window, input_ids.device,
+                                            attention_mask)}
         x = self.model.embed_tokens(input_ids)
         x = x * torch.tensor(config.hidden_size ** 0.5).to(x.dtype)  # to fp32, then the dtype: the original's rounding
         for layer in self.model.layers:

@@ -13,6 +13,13 @@ whole text. As in the plain path, a context is cut from the left to leave room f
 sampled request draws from its own random stream, so its text depends neither on the batch size nor on which
 requests it shares a batch with.
 
+Three ways to decode, chosen when the batcher is made: with the KV cache (each step reads one new token per
+sequence); without it (`kv_cache=False`: each step reads every sequence's whole history again, the baseline the
+cache is measured against; greedy text is the same); and speculatively (a `speculator` proposes up to
+`draft_tokens` tokens per sequence, the target reads them all in one step and keeps what the rule of
+harness/models/speculation.py keeps; greedy text is the same, sampled text has the same distribution). The cache
+and its mask live in a BatchCache (harness/models/batch_cache.py), which also keeps rejected drafts out of sight.
+
 Two drivers run the batch: `run` (an evaluation's whole list of requests, longest prompts first) and the server's
 engine (harness/serving/engine.py), which calls `join`, `step` and `leave` itself as requests arrive, `cancel`s
 those whose client left, and reads each sequence's text and log-probabilities as they grow.
@@ -27,8 +34,11 @@ from typing import Any
 import torch
 
 from harness.engine.requests import GenerateRequest
-from harness.models.attention import KVCache, ReferenceModel
-from harness.models.decoding import left_padded, sample_token
+from harness.models.attention import ReferenceModel
+from harness.models.batch_cache import BatchCache
+from harness.models.decoding import head_logits, left_padded, sample_token, sampling_probs
+from harness.models.speculation import accept_greedy, accept_sampled
+from harness.models.speculators import Speculator
 from harness.systems.profiler import UNTIMED
 
 STOP_MARGIN = 8  # characters before the new text searched again: a new token can complete a character there
@@ -41,6 +51,7 @@ class Sequence:
     generator: torch.Generator
     timeline: Any = UNTIMED  # the profiler's timeline of the group it joined with, and its row there
     timeline_row: int = 0
+    context: list[int] = field(default_factory=list)  # the prompt's tokens as the model reads them
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish: str | None = None  # "eos", "stop", "length", or "cancelled" (its client left)
@@ -52,19 +63,21 @@ class Sequence:
 
 
 class ContinuousBatcher:
-    def __init__(self, adapter, batch_size: int, progress: Callable[[int], None] | None):
+    def __init__(self, adapter, batch_size: int, progress: Callable[[int], None] | None, kv_cache: bool = True,
+                 speculator: Speculator | None = None, draft_tokens: int = 0):
         self.adapter, self.device = adapter, adapter.device
         self.model: ReferenceModel = adapter.model
         self.tokenizer, self.eos = adapter.tokenizer, adapter.tokenizer.eos_token_id
         self.batch_size, self.progress = batch_size, progress
+        if speculator is not None and not kv_cache:
+            raise ValueError("speculative decoding verifies drafts against the KV cache; it cannot run without it")
+        self.kv_cache, self.speculator, self.draft_tokens = kv_cache, speculator, draft_tokens
         self.active: list[Sequence] = []
-        # The batch's KV cache and its (batch, length) real-token mask.
-        self.cache: KVCache | None = None
-        self.mask: torch.Tensor | None = None
+        self.batch: BatchCache | None = None  # the active sequences' KV cache (None without the cache)
         self.live_timelines: list[Any] = []
 
-    def run(self, requests: list[GenerateRequest], encoded: list[list[int]], generators: list[torch.Generator]
-            ) -> list[tuple[str, list[int], str]]:
+    def run(self, requests: list[GenerateRequest], encoded: list[list[int]], generators: list[torch.Generator],
+            ignore_eos: bool = False) -> list[tuple[str, list[int], str]]:
         # Longest prompts first, as the plain path orders them: similar lengths join together, less padding.
         waiting = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         results: list[tuple[str, list[int], str] | None] = [None] * len(requests)
@@ -73,7 +86,7 @@ class ContinuousBatcher:
                 free = self.batch_size - len(self.active)
                 if free and waiting:
                     joining, waiting = waiting[:free], waiting[free:]
-                    self.join([Sequence(i, requests[i], generators[i]) for i in joining],
+                    self.join([Sequence(i, requests[i], generators[i], ignore_eos=ignore_eos) for i in joining],
                               [encoded[i] for i in joining])
                 else:
                     self.step()
@@ -94,59 +107,109 @@ class ContinuousBatcher:
         timeline.__enter__()
         if timeline is not UNTIMED:
             self.live_timelines.append(timeline)
-        cache = self.model.new_cache()
-        logits = self._last_logits(self.model(ids, attention_mask=mask, cache=cache, head=False))
-        for row, sequence in enumerate(joined):
-            sequence.timeline, sequence.timeline_row = timeline, row
-        self._merge(cache, mask)
+        joining = BatchCache(self.model.new_cache(), mask) if self.kv_cache else None
+        hidden = self.model(ids, attention_mask=mask, cache=joining.cache if joining else None, head=False)
+        if joining is not None and self.batch is not None:
+            self.batch.merge(joining)
+        elif joining is not None:
+            self.batch = joining
+        if self.speculator is not None:
+            self.speculator.join(contexts)
+        for row, (sequence, context) in enumerate(zip(joined, contexts)):
+            sequence.timeline, sequence.timeline_row, sequence.context = timeline, row, context
         self.active += joined
-        self._choose(joined, logits)
+        self._choose(joined, head_logits(self.model, hidden[:, -1]))
         timeline.step_done()  # the group's first step: its prefill
 
     def step(self) -> None:
-        """One token for every sequence in the batch."""
-        step = torch.tensor([[s.tokens[-1]] for s in self.active], dtype=torch.long, device=self.device)
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        self.cache.reserve(1)
-        logits = self._last_logits(self.model(step, attention_mask=self.mask, cache=self.cache, head=False))
-        self._choose(self.active, logits)
+        """One target step for every sequence in the batch: one token each, or with a speculator one to
+        draft_tokens + 1."""
+        if self.speculator is not None:
+            self._speculative_step()
+        elif self.kv_cache:
+            step = torch.tensor([[s.tokens[-1]] for s in self.active], dtype=torch.long, device=self.device)
+            self.batch.extend(1)
+            hidden = self.model(step, attention_mask=self.batch.mask, cache=self.batch.cache, head=False)
+            self._choose(self.active, head_logits(self.model, hidden[:, -1]))
+        else:  # no cache: every history is read again, as a prefill
+            ids, mask = left_padded([s.context + s.tokens for s in self.active], self.device)
+            hidden = self.model(ids, attention_mask=mask, head=False)
+            self._choose(self.active, head_logits(self.model, hidden[:, -1]))
         for timeline in self.live_timelines:
             timeline.step_done()
 
-    def _last_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The logits of each row's last position, from the final hidden states: the head runs on those rows only
-        (a prompt's other positions predict nothing). A plain linear head (on a GPU, or with packed linear layers
-        off) runs as `weight @ hidden.T`, which MKL runs twice as fast as F.linear for a few rows on this CPU."""
-        head, last = self.model.lm_head, hidden[:, -1]
-        if type(head) is torch.nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks):
-            return (head.weight @ last.T).T.float().cpu()
-        return head(last).float().cpu()
+    def _speculative_step(self) -> None:
+        """Drafts, then one target pass over each sequence's last token and its drafts (harness/models/
+        speculation.py decides what is kept); the target's cache forgets the rejected drafts."""
+        profiler = self.adapter.profiler
+        started = profiler.now() if profiler else 0
+        remaining = [s.request.max_tokens - len(s.tokens) for s in self.active]  # the last step yields one
+        drafted = min(self.draft_tokens, max(remaining) - 1)
+        drafts: list[list[int]] = [[] for _ in self.active]
+        distributions: list[torch.Tensor | None] = [None] * len(self.active)
+        if drafted > 0:
+            drafts, distributions = self.speculator.propose(
+                [s.context + s.tokens for s in self.active], [s.request for s in self.active],
+                [s.generator for s in self.active], drafted)
+            drafts = [d[:max(0, r - 1)] for d, r in zip(drafts, remaining)]
+        proposed_at = profiler.now() if profiler else 0
+        width = max(map(len, drafts))
+        step = torch.tensor([[s.tokens[-1], *d, *[0] * (width - len(d))] for s, d in zip(self.active, drafts)],
+                            dtype=torch.long, device=self.device)
+        self.batch.extend(width + 1)
+        hidden = self.model(step, attention_mask=self.batch.mask, cache=self.batch.cache, head=False)
+        logits = head_logits(self.model, hidden.reshape(-1, hidden.shape[-1])).view(len(self.active), width + 1, -1)
+        kept = []
+        for row, (sequence, draft) in enumerate(zip(self.active, drafts)):
+            request, positions = sequence.request, logits[row, :len(draft) + 1]
+            if request.temperature > 0:
+                q = distributions[row][:len(draft)] if distributions[row] is not None else None
+                tokens = accept_sampled(draft, q, sampling_probs(positions, request.temperature, request.top_p),
+                                        sequence.generator)
+            else:
+                tokens = accept_greedy(draft, positions)
+            kept.append(len(tokens) - 1)
+            for position, token in enumerate(tokens):
+                if not self._take(sequence, token, positions[position]):
+                    break
+        self.batch.forget_last([width - count for count in kept])
+        if drafted > 0:
+            self.speculator.kept(drafted, kept)
+        if profiler:
+            profiler.speculation_step(rows=len(kept), proposed=sum(map(len, drafts)), accepted=sum(kept),
+                                      draft_ns=proposed_at - started, target_ns=profiler.now() - proposed_at)
 
     def _choose(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
-        """The next token of each sequence (logits row i is sequences[i]'s): EOS, a stop string or max_tokens end
-        it."""
+        """The next token of each sequence (logits row i is sequences[i]'s)."""
         greedy = logits.argmax(-1)
         for row, sequence in enumerate(sequences):
             request = sequence.request
             token = int(greedy[row])
             if request.temperature > 0:
                 token = int(sample_token(logits[row], request.temperature, request.top_p, sequence.generator))
-            if sequence.top_logprobs is not None:
-                self._record_logprobs(sequence, logits[row], token)
-            if token == self.eos and not sequence.ignore_eos:
-                self._end(sequence, "eos")
-                continue
-            sequence.tokens.append(token)
-            sequence.timeline.token(sequence.timeline_row)
-            searched_before = max(0, len(sequence.text) - STOP_MARGIN - max(map(len, request.stop), default=0))
-            sequence.text = self.tokenizer.decode(sequence.tokens, skip_special_tokens=True)
-            found = [sequence.text.find(s, searched_before) for s in request.stop if s]
-            found = [position for position in found if position >= 0]
-            if found:
-                sequence.text = sequence.text[:min(found)]
-                self._end(sequence, "stop")
-            elif len(sequence.tokens) >= request.max_tokens:
-                self._end(sequence, "length")
+            self._take(sequence, token, logits[row])
+
+    def _take(self, sequence: Sequence, token: int, logits: torch.Tensor) -> bool:
+        """Adds a chosen token (its position's logits for log-probabilities) to a sequence; EOS, a stop string or
+        max_tokens end it. Whether the sequence goes on."""
+        request = sequence.request
+        if sequence.top_logprobs is not None:
+            self._record_logprobs(sequence, logits, token)
+        if token == self.eos and not sequence.ignore_eos:
+            self._end(sequence, "eos")
+            return False
+        sequence.tokens.append(token)
+        sequence.timeline.token(sequence.timeline_row)
+        searched_before = max(0, len(sequence.text) - STOP_MARGIN - max(map(len, request.stop), default=0))
+        sequence.text = self.tokenizer.decode(sequence.tokens, skip_special_tokens=True)
+        found = [sequence.text.find(s, searched_before) for s in request.stop if s]
+        found = [position for position in found if position >= 0]
+        if found:
+            sequence.text = sequence.text[:min(found)]
+            self._end(sequence, "stop")
+        elif len(sequence.tokens) >= request.max_tokens:
+            self._end(sequence, "length")
+        return sequence.finish is None
 
     @staticmethod
     def _record_logprobs(sequence: Sequence, logits: torch.Tensor, token: int) -> None:
@@ -167,7 +230,7 @@ class ContinuousBatcher:
         sequence.timeline.finish(sequence.timeline_row)
 
     def leave(self) -> None:
-        """Drops ended sequences from the batch and its cache, and columns that are padding for every one left."""
+        """Drops ended sequences from the batch and its cache (and the speculator's)."""
         keep = [row for row, s in enumerate(self.active) if not s.finish]
         if len(keep) == len(self.active):
             return
@@ -177,32 +240,9 @@ class ContinuousBatcher:
         for timeline in [t for t in self.live_timelines if not any(s.timeline is t for s in self.active)]:
             self.live_timelines.remove(timeline)
             timeline.__exit__(None, None, None)  # every row of the group has ended: the profiler records it
+        if self.speculator is not None:
+            self.speculator.keep(keep)
         if not keep:
-            self.cache, self.mask = None, None
-            return
-        rows = torch.tensor(keep, device=self.device)
-        first = int(self.mask[rows].sum(0).nonzero()[0])  # the first column some remaining sequence uses
-        self.mask = self.mask[rows, first:]
-        for layer in range(len(self.cache.keys)):
-            self.cache.keys[layer] = self.cache.keys[layer][rows, :, first:]
-            self.cache.values[layer] = self.cache.values[layer][rows, :, first:]
-
-    def _merge(self, cache: KVCache, mask: torch.Tensor) -> None:
-        """Adds a joining group's cache and mask to the batch's, left-padding the shorter to the longer."""
-        if self.cache is None:
-            self.cache, self.mask = cache, mask
-            return
-        length = max(self.mask.shape[1], mask.shape[1])
-        pad = lambda tensor, dim: _left_pad(tensor, length - tensor.shape[dim], dim)
-        self.mask = torch.cat([pad(self.mask, 1), pad(mask, 1)])
-        for layer in range(len(cache.keys)):
-            self.cache.keys[layer] = torch.cat([pad(self.cache.keys[layer], 2), pad(cache.keys[layer], 2)])
-            self.cache.values[layer] = torch.cat([pad(self.cache.values[layer], 2), pad(cache.values[layer], 2)])
-
-
-def _left_pad(tensor: torch.Tensor, amount: int, dim: int) -> torch.Tensor:
-    if amount == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = amount
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+            self.batch = None
+        elif self.batch is not None:
+            self.batch.keep(keep)

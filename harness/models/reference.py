@@ -23,6 +23,8 @@ from harness.models.lora import apply_lora
 from harness.models.mixtral import load_mixtral
 from harness.models.packed_linear import pack_linear_layers
 from harness.models.scoring import Scorer
+from harness.models.speculation import Speculation
+from harness.models.speculators import DraftModel, PromptLookup, check_draft
 from harness.models.tokenizer import load_tokenizer
 from harness.models.variants import check_variant, family_of
 from harness.systems.profiler import Profiler
@@ -65,6 +67,33 @@ class ReferenceAdapter(ModelAdapter):
         self.parameter_count = sum(p.numel() for p in self.model.parameters())
         self.packed_linear_layers = 0
         self.profiler = profiler
+        # How generation decodes (harness/models/generation.py): with the KV cache or without it, and
+        # speculatively (with a draft model, or by prompt lookup) or not. None changes a greedy answer.
+        self.kv_cache = True
+        self.speculation: Speculation | None = None
+        self.draft: ReferenceAdapter | None = None
+
+    def speculate(self, speculation: Speculation, draft: ReferenceAdapter | None = None) -> None:
+        """Generation from now on is speculative; `draft` is the loaded draft model of a draft= speculation."""
+        if draft is not None:
+            check_draft(self, draft)
+        self.speculation, self.draft = speculation, draft
+
+    def new_batcher(self, batch_size: int, progress) -> ContinuousBatcher:
+        """A continuous batcher that decodes as this adapter is set to."""
+        speculator = None
+        if self.speculation is not None and self.speculation.draft is not None:
+            speculator = DraftModel(self.draft.model, self.device)
+        elif self.speculation is not None:
+            speculator = PromptLookup(self.speculation.ngram, self.tokenizer.eos_token_id)
+        return ContinuousBatcher(self, batch_size, progress, kv_cache=self.kv_cache, speculator=speculator,
+                                 draft_tokens=self.speculation.k if self.speculation else 0)
+
+    @property
+    def sampling_scheme(self) -> str | None:
+        """Speculation draws a sampled text from the same distribution as plain sampling but reads the random stream
+        otherwise, so it names another text: the response cache keys sampled answers by it (greedy ones not)."""
+        return f"speculative {self.speculation.describe()}" if self.speculation else None
 
     def pack_linear_layers(self) -> None:
         """fp32 linear layers on a CPU run through oneDNN with packed weights (harness/models/packed_linear.py).
@@ -93,6 +122,11 @@ class ReferenceAdapter(ModelAdapter):
         info = {**super().info(), **self.changes}
         info["parameters"] = self.changes.get("variant", {}).get("total_parameters", self.parameter_count)
         info["packed_linear_layers"] = self.packed_linear_layers
+        info["decoding"] = {"kv_cache": self.kv_cache,
+                            "speculative": self.speculation.describe() if self.speculation else None}
+        if self.draft is not None:
+            info["decoding"]["draft"] = {"spec": self.draft.spec, "fingerprint": self.draft.fingerprint,
+                                         "parameters": self.draft.info()["parameters"]}
         family = family_of(info["variant"]["name"]) if "variant" in info else None
         if family is not None and family.after_run is not None:
             # Counted as the model ran: read at the end of a run, it covers every request of the run.
@@ -111,7 +145,7 @@ class ReferenceAdapter(ModelAdapter):
     def _generate_all(self, requests, rendered, generators, batch_size, progress):
         if self.plain_paths:
             return super()._generate_all(requests, rendered, generators, batch_size, progress)
-        results = ContinuousBatcher(self, batch_size, progress).run(list(requests), rendered, generators)
+        results = self.new_batcher(batch_size, progress).run(list(requests), rendered, generators)
         return [Generation(*fields) for fields in results]
 
     def _forward(self, input_ids, attention_mask=None, cache=None):

@@ -25,6 +25,7 @@ from harness.models import sources
 from harness.models.lora import parse_lora_suffix
 from harness.models.openai_api import OpenAIAdapter
 from harness.models.reference import ReferenceAdapter
+from harness.models.speculation import Speculation, parse_speculation
 from harness.models.transformers_peer import TransformersAdapter
 from harness.models.variants import LISTED_VARIANTS, check_variant, is_variant_shaped
 from harness.systems.profiler import Profiler
@@ -97,11 +98,34 @@ def list_models() -> list[tuple[str, str]]:
     return rows + [("  +lora=PATH[,merge]", "a PEFT LoRA adapter, kept separate or merged into the weights")]
 
 
+def check_decoding(text: str, speculative: str | None, kv_cache: bool) -> Speculation | None:
+    """The speculation a run asks for, checked against the model spec before anything loads: only our reference
+    engine verifies drafts (a server or transformers' implementation cannot), and a draft model must run here."""
+    spec = parse_spec(text)
+    if not kv_cache and spec.name in ("openai", "transformers"):
+        raise UserError(f"--no-kv-cache applies to our reference models; {spec.name}: decodes its own way")
+    if speculative is None:
+        return None
+    speculation = parse_speculation(speculative)
+    if spec.name in ("openai", "transformers"):
+        raise UserError(f"--speculative needs a model our reference engine runs, which verifies the drafts; "
+                        f"{spec.name}: models cannot")
+    if not kv_cache:
+        raise UserError("--speculative verifies drafts against the KV cache: it cannot run with --no-kv-cache")
+    if speculation.draft is not None and parse_spec(speculation.draft).name in ("openai", "transformers"):
+        raise UserError(f"--speculative draft={speculation.draft}: a draft model must be one of our reference "
+                        "models, run here beside the target")
+    return speculation
+
+
 def load_model(text: str, device: str = "cpu", dtype: str = "float32", max_length: int | None = None,
-               revision: str | None = None, progress=print, profiler: Profiler | None = None):
+               revision: str | None = None, progress=print, profiler: Profiler | None = None,
+               speculative: str | None = None, kv_cache: bool = True):
     """Parses a spec and returns a loaded ModelAdapter; `profiler`, when given, times its batches (not an
     openai: model's, which runs elsewhere); `max_length`, when given, shortens the model's window; `revision`
-    names what an openai: server runs (a local model's files are hashed instead)."""
+    names what an openai: server runs (a local model's files are hashed instead); `speculative` (harness/models/
+    speculation.py) and `kv_cache` say how a reference model generates."""
+    speculation = check_decoding(text, speculative, kv_cache)
     spec = parse_spec(text)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was given but no CUDA GPU is available here; use --device cpu")
@@ -139,4 +163,11 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", max_lengt
     if spec.variant is not None:
         adapter.apply_variant(spec.variant)
     adapter.pack_linear_layers()
+    adapter.kv_cache = kv_cache
+    if speculation is not None:
+        draft = None
+        if speculation.draft is not None:
+            draft = load_model(speculation.draft, device=device, dtype=dtype, max_length=adapter.max_length,
+                               progress=progress)
+        adapter.speculate(speculation, draft)
     return adapter

@@ -83,7 +83,42 @@ MIXTURE_OF_EXPERTS = VariantFamily(
 )
 
 
-VARIANT_FAMILIES = (QUANTIZATION, MIXTURE_OF_EXPERTS)  # in the order `harness list models` shows them
+# --- Layer truncation: :layers-N, a cheap draft for speculative decoding ------------------------------------------
+
+LAYERS_VARIANT = re.compile(r"layers-(\d+)")
+
+
+def check_layers(variant: str) -> None:
+    if int(LAYERS_VARIANT.fullmatch(variant).group(1)) < 1:
+        raise UserError(f"variant {variant!r}: keep at least 1 layer")
+
+
+def truncate_layers(model: nn.Module, variant: str, earlier: dict[str, dict]) -> dict:
+    """Keeps the first N decoder layers; the final norm and the head read the N-th layer's output, untrained for
+    it (an early exit). Its answers are a draft's, not the model's: it is for proposing tokens that the whole model
+    verifies (harness/models/speculation.py), where a quantized copy is no cheaper on a CPU."""
+    keep = int(LAYERS_VARIANT.fullmatch(variant).group(1))
+    total = model.config.num_hidden_layers
+    if keep >= total:
+        raise UserError(f"variant {variant!r}: the model has {total} layers; keep fewer")
+    (layers,) = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == total]
+    del layers[keep:]
+    # The config field the model's cache and loops count layers by (GPT-2 names it n_layer).
+    setattr(model.config, "n_layer" if hasattr(model.config, "n_layer") else "num_hidden_layers", keep)
+    return {"layers_kept": keep, "layers_of_model": total,
+            "total_parameters": sum(p.numel() for p in model.parameters())}
+
+
+LAYER_TRUNCATION = VariantFamily(
+    listed={"layers-N": "only the first N decoder layers, an untrained early exit: a cheap draft model for "
+                        "--speculative draft=... (e.g. layers-8)"},
+    matches=lambda text: LAYERS_VARIANT.fullmatch(text) is not None,
+    check=check_layers,
+    apply=truncate_layers,
+)
+
+
+VARIANT_FAMILIES = (QUANTIZATION, MIXTURE_OF_EXPERTS, LAYER_TRUNCATION)  # in the order `harness list models` shows them
 LISTED_VARIANTS = {name: description for family in VARIANT_FAMILIES for name, description in family.listed.items()}
 
 

@@ -29,7 +29,7 @@ import torch
 
 from harness.engine.model import stream_seed
 from harness.engine.requests import GenerateRequest
-from harness.models.generation import ContinuousBatcher, Sequence
+from harness.models.generation import Sequence
 from harness.models.reference import ReferenceAdapter
 from harness.serving.metrics import ServerMetrics
 
@@ -78,7 +78,7 @@ class Engine:
     def __init__(self, adapter, max_batch: int, max_queued: int, metrics: ServerMetrics):
         self.adapter, self.max_batch, self.max_queued, self.metrics = adapter, max_batch, max_queued, metrics
         self.batched = isinstance(adapter, ReferenceAdapter)
-        self.batcher = ContinuousBatcher(adapter, max_batch, progress=None) if self.batched else None
+        self.batcher = adapter.new_batcher(max_batch, progress=None) if self.batched else None
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.waiting: list[Ticket] = []
         self.running: list[Ticket] = []
@@ -235,5 +235,5 @@ class Engine:
             ticket.deliver(Event("", [], "error", error=message))
         self.running = []
         if self.batched:
-            self.batcher = ContinuousBatcher(self.adapter, self.max_batch, progress=None)
+            self.batcher = self.adapter.new_batcher(self.max_batch, progress=None)
         self.metrics.batch_size.set(0)

@@ -25,6 +25,10 @@ thread reads the energy counter at task boundaries while the sampler polls.
 A value that cannot be measured is never zero: it is not_available(reason), {"value": None, "reason": ...}, e.g.
 {"value": None, "reason": "no NVIDIA GPU (pynvml: NVML Shared Library Not Found)"}.
 
+Speculative decoding (harness/models/generation.py): each target step adds its rows, the draft tokens proposed and
+kept, and the time spent drafting and verifying to its task's counts, summarised as the acceptance rate, tokens a
+row gains per target step and the draft's share of the time.
+
 Per task: records made inside `with profiler.task(name):` count for that task and for the run. A batch belongs to
 one task, so the evaluator, when profiling, gives the adapter each task's requests of a kind as their own call.
 """
@@ -177,6 +181,21 @@ def scope_summary(batches: Sequence[_Batch], generations: Sequence[GenerationTim
     }
 
 
+def speculation_summary(counts: Counter) -> dict:
+    """Speculative decoding's figures from its summed counts. A row's target step yields its kept drafts and one
+    token of the target's own (fewer only where the sequence ended within the step)."""
+    seconds = (counts["draft_ns"] + counts["target_ns"]) / 1e9
+    return {
+        "target_steps": counts["steps"], "row_steps": counts["rows"],
+        "proposed": counts["proposed"], "accepted": counts["accepted"],
+        "acceptance_rate": (counts["accepted"] / counts["proposed"] if counts["proposed"]
+                            else not_available("no drafts proposed")),
+        "tokens_per_row_step": (counts["accepted"] + counts["rows"]) / counts["rows"],
+        "draft_s": counts["draft_ns"] / 1e9, "target_s": counts["target_ns"] / 1e9,
+        "draft_share": counts["draft_ns"] / 1e9 / seconds if seconds > 0 else not_available("no time recorded"),
+    }
+
+
 class Profiler:
     """Records timed regions, per task, and samples memory and the GPU between start() and stop().
 
@@ -195,6 +214,7 @@ class Profiler:
         self._batches: list[_Batch] = []
         self._generations: list[GenerationTimeline] = []
         self._task_spans: list[_TaskSpan] = []
+        self._speculation: dict[str | None, Counter] = defaultdict(Counter)  # task -> speculative steps' counts
         self._run_ns: list[int] = []  # the start, then the stop
 
     def now(self) -> int:
@@ -238,12 +258,20 @@ class Profiler:
         """A generation batch (use with `with`); `prompt_tokens` holds each row's prompt length."""
         return GenerationTimeline(self, kind, prompt_tokens)
 
+    def speculation_step(self, rows: int, proposed: int, accepted: int, draft_ns: int, target_ns: int) -> None:
+        """One speculative target step over `rows` sequences: the drafts proposed and kept, the time drafting took
+        and the time the target's pass and the acceptance took."""
+        self._speculation[self.current_task].update(
+            steps=1, rows=rows, proposed=proposed, accepted=accepted, draft_ns=draft_ns, target_ns=target_ns)
+
     def summary(self) -> dict:
         """The run's and each task's timing, the run's memory and GPU: a JSON-serializable dict."""
         gpu = self.gpu.summary()
         wall_s = ((self._run_ns[1] - self._run_ns[0]) / 1e9 if len(self._run_ns) == 2
                   else not_available("the profiler was not started and stopped"))
         run = {"wall_s": wall_s, "energy_j": gpu["energy_j"], **scope_summary(self._batches, self._generations)}
+        if self._speculation:
+            run["speculation"] = speculation_summary(sum(self._speculation.values(), Counter()))
         tasks = {}
         for name in dict.fromkeys(span.task for span in self._task_spans):
             spans = [span for span in self._task_spans if span.task == name]
@@ -253,6 +281,8 @@ class Profiler:
                            "energy_j": missing[0] if missing else sum(energies),
                            **scope_summary([b for b in self._batches if b.task == name],
                                            [g for g in self._generations if g.task == name])}
+            if name in self._speculation:
+                tasks[name]["speculation"] = speculation_summary(self._speculation[name])
         return {"run": run, "tasks": tasks, "memory": self.memory.summary(), "gpu": gpu}
 
 

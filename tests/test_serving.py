@@ -18,7 +18,9 @@ import pytest
 import uvicorn
 
 from harness.engine.requests import GenerateRequest
+from harness.models.registry import load_model
 from harness.serving.server import ServerSettings, make_app
+from harness.systems.profiler import Profiler
 
 pytestmark = pytest.mark.slow  # the real model behind a real server
 
@@ -260,3 +262,22 @@ def test_a_step_that_raises_fails_its_requests_with_a_500_and_the_next_ones_are_
     monkeypatch.undo()
     [local] = smollm2.generate([GenerateRequest(PROMPTS[0], max_tokens=6)])
     assert after.choices[0].text == local.text
+
+
+def test_a_speculative_server_answers_as_plain_decoding(smollm2):
+    """`harness serve --speculative ngram=2,k=4`: clients arriving at once join the batch as they come, rows keep
+    different numbers of drafts, and every greedy answer is the plain model's, token for token."""
+    speculative = load_model("smollm2-135m", speculative="ngram=2,k=4")
+    speculative.profiler = profiler = Profiler()
+    running = Server(speculative, ServerSettings(max_batch=4, max_queued=64, max_body_bytes=64 << 10, api_key=KEY))
+    prompts = [*PROMPTS, COUNTING]
+    try:
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            replies = list(pool.map(lambda prompt: complete(running, prompt, max_tokens=16, logprobs=0), prompts))
+    finally:
+        running.close()
+    local = smollm2.generate([GenerateRequest(prompt, max_tokens=16) for prompt in prompts])
+    assert [reply.choices[0].text for reply in replies] == [generation.text for generation in local]
+    assert [reply.usage.completion_tokens for reply in replies] == [len(g.tokens) + (g.finish == "eos") for g in local]
+    assert all(len(reply.choices[0].logprobs.tokens) == reply.usage.completion_tokens for reply in replies)
+    assert profiler.summary()["run"]["speculation"]["accepted"] > 0  # the count goes on: drafts were kept

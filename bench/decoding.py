@@ -3,6 +3,8 @@
     .venv/bin/python bench/decoding.py [--model smollm2-135m] [--batch-sizes 1,8]
                                        [--speculative ngram=3,k=4 --speculative draft=smollm2-135m:layers-8,k=3 ...]
                                        [--limits gsm8k=10,humaneval=5,truthfulqa_gen=20] [--markdown FILE]
+                                       [--figure FILE.svg]
+    .venv/bin/python bench/decoding.py --replot TABLE.md --figure FILE.svg   # the figure of a table written before
 
 Each configuration is a `harness run` of the tasks (greedy, --no-cache, so every answer is computed), in its own
 process, at each batch size: plain decoding first, then each speculative form, then plain decoding again, so that
@@ -15,6 +17,7 @@ plain run's, text for text (greedy speculative decoding must not change one).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -51,6 +54,38 @@ def run(model: str, limits: str, batch_size: int, speculative: str | None, folde
     return figures
 
 
+def latency_figure(table: str) -> str:
+    """An SVG of the table's mean-latency ratios: a panel per batch size, a group of bars per task, a bar per
+    speculative form; the line at 1 is plain decoding."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    rows = [(int(r[0]), r[1], r[2], float(r[4])) for r in rows if r[2] != "plain"]
+    batches = sorted({r[0] for r in rows})
+    tasks = list(dict.fromkeys(r[1] for r in rows))
+    forms = list(dict.fromkeys(r[2] for r in rows))
+    figure, panels = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.6), sharey=True, squeeze=False)
+    width = 0.8 / len(forms)
+    for panel, batch in zip(panels[0], batches):
+        for number, form in enumerate(forms):
+            ratios = {task: ratio for b, task, f, ratio in rows if b == batch and f == form}
+            panel.bar([t + (number - (len(forms) - 1) / 2) * width for t in range(len(tasks))],
+                      [ratios.get(task, 0) for task in tasks], width, label=form)
+        panel.axhline(1.0, color="black", linewidth=0.8)
+        panel.set_xticks(range(len(tasks)), tasks, fontsize=8)
+        panel.set_title(f"batch {batch}", fontsize=9)
+        panel.grid(axis="y", alpha=0.3)
+    panels[0][0].set_ylabel("mean request latency / plain decoding's")
+    panels[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def number(value, fmt: str) -> str:
     return "-" if value is None or isinstance(value, dict) else fmt.format(value)
 
@@ -62,10 +97,15 @@ def main() -> None:
     parser.add_argument("--speculative", action="append", help=f"repeatable (default {DEFAULT_SPECULATIVE})")
     parser.add_argument("--limits", default="gsm8k=10,humaneval=5,truthfulqa_gen=20")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--figure", type=Path, help="also draw the latency ratios as an SVG here")
+    parser.add_argument("--replot", type=Path, help="draw --figure from a table written before, and run nothing")
     args = parser.parse_args()
+    if args.replot:
+        args.figure.write_text(latency_figure(args.replot.read_text()))
+        return
     forms = args.speculative or DEFAULT_SPECULATIVE
-    lines = ["| batch | task | decoding | latency mean s | vs plain | latency p50 s | vs plain | decode tok/s | vs plain "
-             "| accepted | tokens a step | draft time | metric | same responses |",
+    lines = [("| batch | task | decoding | latency mean s | vs plain | latency p50 s | vs plain | decode tok/s | vs plain "
+              "| accepted | tokens a step | draft time | metric | same responses |"),
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     with tempfile.TemporaryDirectory() as scratch:
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
@@ -92,6 +132,8 @@ def main() -> None:
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")
+    if args.figure:
+        args.figure.write_text(latency_figure(table))
 
 
 if __name__ == "__main__":

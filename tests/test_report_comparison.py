@@ -115,3 +115,23 @@ def test_numbers_read_as_people_read_them():
     assert shown["difference [95 % CI]"] == "+0.0123 [-0.01, 0.03]"
     assert (shown["reference value"], shown["p adjusted"], shown["MDE"], shown["correlation"]) == (
         "0.1235", "0.5123", "none", "—")
+
+
+def test_a_speculative_run_beside_a_plain_one_shows_its_decoding_and_speed_against_it(tmp_path):
+    """How each run decoded, its decode speed and p95 latency as ratios to the first run's, and a speculative
+    run's acceptance in the systems table."""
+    plain = write_run(tmp_path / "plain", scores())
+    speculative = write_run(tmp_path / "speculative", scores())
+    record = json.loads((speculative / "results.json").read_text())
+    record["model"]["decoding"] = {"kv_cache": True, "speculative": "ngram=3,k=4"}
+    record["systems"]["run"]["decode"]["tokens_per_s"] = 75.0
+    record["systems"]["run"]["speculation"] = {"acceptance_rate": 0.4, "tokens_per_row_step": 2.6,
+                                               "draft_share": 0.01}
+    (speculative / "results.json").write_text(json.dumps(record))
+    output = report(tmp_path, plain, speculative)
+    side = pd.read_csv(output / "side_by_side.csv")
+    assert list(side["decoding"]) == ["kv cache", "speculative ngram=3,k=4"]
+    assert list(side["decode tok/s vs first"]) == [1.0, 1.5]
+    systems = pd.read_csv(output / "systems.csv")
+    assert list(systems["drafts accepted %"].dropna()) == [40.0]
+    assert list(systems["tokens a target step"].dropna()) == [2.6]

@@ -93,22 +93,16 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
         evaluation.task_records[name]["truncated_requests"] = sum(model.truncates(r) for *_, rs in mine for r in rs)
 
     refuse_what_the_model_cannot_answer(model, planned)
-    responses = run_requests(model, [r for _, _, requests in planned for r in requests], batch_size, seed,
-                             [task.name for task, _, requests in planned for _ in requests],
-                             [doc.id for _, doc, requests in planned for _ in requests])
+    answers_of = answer_in_rounds(model, planned, batch_size, seed, prompt_format, rendered, evaluation)
     if distributed.rank_and_size()[0] != 0:  # under torchrun, rank 0 alone scores and writes
         return evaluation
 
     # Each task scores all its documents in one call (a sandbox or a classifier works in batches).
-    answers_of: list[list] = []
     answered: dict[str, list[tuple[Doc, list]]] = defaultdict(list)
-    position = 0
-    for task, doc, requests in planned:
-        answers_of.append(responses[position:position + len(requests)])
+    for (task, doc, _), answers in zip(planned, answers_of):
         record = evaluation.task_records[task.name]
-        record["tied_choices"] = record.get("tied_choices", 0) + tied_choices(answers_of[-1])
-        answered[task.name].append((doc, answers_of[-1]))
-        position += len(requests)
+        record["tied_choices"] = record.get("tied_choices", 0) + tied_choices(answers)
+        answered[task.name].append((doc, answers))
     per_task_scores = {name: built[name].score_all(answered[name]) for name in task_names}
     declared = {name: [built[name].cluster(doc) for doc, _ in answered[name]] for name in task_names}
     clusters = {name: cluster_ids(declared[name], [doc for doc, _ in answered[name]]) for name in task_names}
@@ -142,6 +136,35 @@ def evaluate(model: LanguageModel, tasks: list[Task], limit: int | None = None, 
         evaluation.results[group_name] = group_result(group, built, evaluation.results, per_task_scores, clusters,
                                                       seed)
     return evaluation
+
+
+def answer_in_rounds(model: LanguageModel, planned: list[tuple[Task, Doc, list]], batch_size: int | None, seed: int,
+                     prompt_format: PromptFormat, rendered: dict[Prompt, str], evaluation: Evaluation) -> list[list]:
+    """The answers to each planned document's requests. A document whose task asks more once it has answers (the
+    second turn of a conversation, which reads the model's first answer: Task.follow_up) gets its next requests
+    in a later round, all documents' together, until no task asks more; `planned` then lists every request sent,
+    in order, beside its answers."""
+    answers_of: list[list] = [[] for _ in planned]
+    asking = [(index, requests) for index, (_, _, requests) in enumerate(planned)]
+    while asking:
+        sent = [request for _, requests in asking for request in requests]
+        responses = run_requests(model, sent, batch_size, seed,
+                                 [planned[i][0].name for i, requests in asking for _ in requests],
+                                 [planned[i][1].id for i, requests in asking for _ in requests])
+        position, follow = 0, []
+        for index, requests in asking:
+            task, doc, earlier = planned[index]
+            answers_of[index] += responses[position:position + len(requests)]
+            position += len(requests)
+            if earlier is not requests:
+                planned[index] = (task, doc, earlier + requests)
+            more = [render(r, model, prompt_format, rendered) for r in task.follow_up(doc, answers_of[index])]
+            if more:
+                record = evaluation.task_records[task.name]
+                record["truncated_requests"] += sum(model.truncates(r) for r in more)
+                follow.append((index, more))
+        asking = follow
+    return answers_of
 
 
 def cluster_ids(declared: list[str | None], docs: list[Doc]) -> list | None:

@@ -23,6 +23,9 @@ class Prompt:
     description: str = ""  # the task's instruction, before the examples
     target_delimiter: str = " "  # between a question and its answer
     fewshot_delimiter: str = "\n\n"  # after each example
+    # The shots are earlier turns of this conversation (a second turn after the model's first answer), not
+    # few-shot examples: through a chat template each is always its own turn, whatever --fewshot-as-multiturn says.
+    conversation: bool = False
 
     def system(self, system_prompt: str | None) -> str:
         return delimit(system_prompt or "", self.description, self.fewshot_delimiter)
@@ -34,7 +37,7 @@ class Prompt:
     def messages(self, system_prompt: str | None = None, fewshot_as_multiturn: bool = True) -> list[dict[str, str]]:
         system = self.system(system_prompt)
         messages = [{"role": "system", "content": system}] if system else []
-        if fewshot_as_multiturn:
+        if fewshot_as_multiturn or self.conversation:
             for question, answer in self.shots:
                 messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
             return messages + [{"role": "user", "content": self.question}]

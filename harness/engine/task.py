@@ -74,9 +74,16 @@ class Task(ABC):
     def requests(self, doc: Doc) -> list[Request]:
         """What to ask the model about one document."""
 
+    def follow_up(self, doc: Doc, responses: list[Any]) -> list[Request]:
+        """What to ask next, once `responses` (the answers to every request sent for this document so far, in
+        order) are in, or [] when the document is done: the second turn of a conversation reads the model's
+        first answer. The engine sends every document's follow-ups together, round after round."""
+        return []
+
     @abstractmethod
     def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
-        """Per-sample values for each metric, from the responses to `requests(doc)`, in the same order."""
+        """Per-sample values for each metric, from the responses to `requests(doc)` (and to its follow-ups), in
+        the same order."""
 
     def score_all(self, answered: list[tuple[Doc, list[Any]]]) -> list[dict[str, Any]]:
         """Per-sample values for many documents at once; a task whose scoring is costly (running code, a

@@ -33,6 +33,13 @@ def print_systems(systems: dict, hardware: str) -> None:
                  for column, scale, fmt in shown]
         table.add_row(record["scope"], *cells)
     Console().print(table)
+    speculation = systems.get("run", {}).get("speculation")
+    if speculation:  # a speculative run: what its drafts were worth (per task in results.json)
+        rate, share = speculation["acceptance_rate"], speculation["draft_share"]
+        accepted = f"{rate:.0%} of {speculation['proposed']} drafts kept" if isinstance(rate, float) else "no drafts"
+        drafting = f"{share:.0%} of the decoding time drafting" if isinstance(share, float) else "drafting untimed"
+        print(f"speculative decoding: {accepted}, {speculation['tokens_per_row_step']:.2f} tokens a sequence per "
+              f"target step, {drafting}")
 
 
 def print_sweep(rows: list[dict], title: str) -> None:

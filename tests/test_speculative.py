@@ -252,3 +252,19 @@ def test_a_draft_with_another_tokenizer_is_refused(tmp_path, capsys, smollm2_fol
     error = capsys.readouterr().err
     assert code == 2 and "another tokenizer" in error and len(error.strip().splitlines()) == 1
     assert not output.exists()
+
+
+def test_a_speculative_run_records_and_prints_what_its_drafts_were_worth(tmp_path, capsys, smollm2_folder):
+    import json
+
+    tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder, max_positions=2048)
+    output = tmp_path / "run"
+    assert main(["run", "--model", f"hf:{tiny}", "--tasks", "gsm8k", "--limit", "2", "--speculative", "ngram=1,k=3",
+                 "--output", str(output)]) == 0
+    assert "speculative decoding: " in capsys.readouterr().out
+    record = json.loads((output / "results.json").read_text())
+    assert record["model"]["decoding"] == {"kv_cache": True, "speculative": "ngram=1,k=3"}
+    assert (record["settings"]["speculative"], record["settings"]["kv_cache"]) == ("ngram=1,k=3", True)
+    speculation = record["systems"]["tasks"]["gsm8k"]["speculation"]
+    assert speculation["row_steps"] >= speculation["target_steps"] > 0 and speculation["proposed"] > 0
+    assert 0 <= speculation["acceptance_rate"] <= 1 and 0 <= speculation["draft_share"] < 1

@@ -167,7 +167,10 @@ def load_model(text: str, device: str = "cpu", dtype: str = "float32", max_lengt
     if speculation is not None:
         draft = None
         if speculation.draft is not None:
-            draft = load_model(speculation.draft, device=device, dtype=dtype, max_length=adapter.max_length,
-                               progress=progress)
+            try:  # the draft reads the target's contexts: it needs the target's window at least
+                draft = load_model(speculation.draft, device=device, dtype=dtype, max_length=adapter.max_length,
+                                   progress=progress)
+            except UserError as error:
+                raise UserError(f"--speculative draft={speculation.draft}: {error}") from None
         adapter.speculate(speculation, draft)
     return adapter

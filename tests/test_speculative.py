@@ -268,3 +268,18 @@ def test_a_speculative_run_records_and_prints_what_its_drafts_were_worth(tmp_pat
     speculation = record["systems"]["tasks"]["gsm8k"]["speculation"]
     assert speculation["row_steps"] >= speculation["target_steps"] > 0 and speculation["proposed"] > 0
     assert 0 <= speculation["acceptance_rate"] <= 1 and 0 <= speculation["draft_share"] < 1
+
+
+def test_a_layer_truncated_copy_keeps_its_first_layers(tmp_path, smollm2_folder):
+    """`:layers-N`, the cheap draft: the first N layers of the model, their weights untouched; N must be below the
+    model's layer count and at least 1."""
+    folder = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder)
+    whole, truncated = load_model(f"hf:{folder}"), load_model(f"hf:{folder}:layers-1")
+    assert len(truncated.model.model.layers) == truncated.model.config.num_hidden_layers == 1
+    assert truncated.info()["variant"]["layers_kept"] == 1 and truncated.fingerprint != whole.fingerprint
+    kept, original = truncated.model.model.layers[0], whole.model.model.layers[0]
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), original.state_dict().values()))
+    with pytest.raises(UserError, match="has 2 layers; keep fewer"):
+        load_model(f"hf:{folder}:layers-2")
+    with pytest.raises(UserError, match="keep at least 1 layer"):
+        load_model(f"hf:{folder}:layers-0")

@@ -3,6 +3,7 @@ speculators.py): greedy text identical to plain decoding token for token, at bat
 rows keep different numbers of drafts; sampled text distributed as the target's, by chi-square tests that a biased
 rule fails; prompt lookup equal to transformers' own; bad input refused before any work."""
 
+import json
 import random
 from collections import Counter
 
@@ -255,8 +256,6 @@ def test_a_draft_with_another_tokenizer_is_refused(tmp_path, capsys, smollm2_fol
 
 
 def test_a_speculative_run_records_and_prints_what_its_drafts_were_worth(tmp_path, capsys, smollm2_folder):
-    import json
-
     tiny = make_tiny_llama_folder(tmp_path / "tiny", smollm2_folder, max_positions=2048)
     output = tmp_path / "run"
     assert main(["run", "--model", f"hf:{tiny}", "--tasks", "gsm8k", "--limit", "2", "--speculative", "ngram=1,k=3",

@@ -88,8 +88,13 @@ MIXTURE_OF_EXPERTS = VariantFamily(
 LAYERS_VARIANT = re.compile(r"layers-(\d+)")
 
 
+def layers_kept(variant: str) -> int:
+    """N of a layers-N variant."""
+    return int(LAYERS_VARIANT.fullmatch(variant).group(1))
+
+
 def check_layers(variant: str) -> None:
-    if int(LAYERS_VARIANT.fullmatch(variant).group(1)) < 1:
+    if layers_kept(variant) < 1:
         raise UserError(f"variant {variant!r}: keep at least 1 layer")
 
 
@@ -97,7 +102,7 @@ def truncate_layers(model: nn.Module, variant: str, earlier: dict[str, dict]) ->
     """Keeps the first N decoder layers; the final norm and the head read the N-th layer's output, untrained for
     it (an early exit). Its answers are a draft's, not the model's: it is for proposing tokens that the whole model
     verifies (harness/models/speculation.py), where a quantized copy is no cheaper on a CPU."""
-    keep = int(LAYERS_VARIANT.fullmatch(variant).group(1))
+    keep = layers_kept(variant)
     total = model.config.num_hidden_layers
     if keep >= total:
         raise UserError(f"variant {variant!r}: the model has {total} layers; keep fewer")

@@ -56,6 +56,14 @@ class EngineConfig:
     use_cache: bool = True  # reuse and store responses in the response cache
     speculative: str | None = None  # speculative decoding: "draft=SPEC,k=K" or "ngram=N,k=K"
     kv_cache: bool = True  # False: decode without the KV cache (every step reads the whole text again)
+    max_new_tokens: int | None = None  # a cap on every generation's new tokens, judgments too; None: each task's own
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    spec: str | None = None  # the judge model of judged tasks (MT-Bench); None: the evaluated model
+    max_failures: float = 0.2  # the share of unreadable judgments above which a judged task fails
+    scoring: str = "generate"  # "generate": the judge writes its judgment (FastChat); "logprob": G-Eval's weights
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class RunConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,13 @@ def weighted_perplexity(pairs: Sequence[tuple[float, float]]) -> float:
 def bits_per_byte(pairs: Sequence[tuple[float, float]]) -> float:
     loglikelihood, size = np.asarray(pairs, dtype=np.float64).sum(axis=0)
     return float(-loglikelihood / size / math.log(2))
+
+
+def pooled_mean(pairs: Sequence[tuple[float, float]]) -> float:
+    """sum(totals) / sum(counts) over (total, count) samples: the mean of every value pooled, where a document
+    holds several values or none (a judge's ratings of two turns, one of them unreadable); NaN with no value."""
+    count = float(sum(c for _, c in pairs))
+    return float(sum(t for t, _ in pairs)) / count if count > 0 else math.nan
 
 
 def mcc(pairs: Sequence[tuple[int, int]]) -> float:
@@ -102,6 +110,7 @@ AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
     "std": std,
     "weighted_perplexity": weighted_perplexity,
     "bits_per_byte": bits_per_byte,
+    "pooled_mean": pooled_mean,
     "mcc": mcc,
     "f1": f1,
     "pearson": pearson,

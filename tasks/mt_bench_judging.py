@@ -12,6 +12,9 @@ and how its judgment is read back. Facts carried over from FastChat (Apache-2.0)
 - A rating is the first match of `\\[\\[(\\d+\\.?\\d*)\\]\\]`, else of `\\[(\\d+\\.?\\d*)\\]`, read as a number; no
   match is a failed judgment (FastChat records -1). A verdict is "A" if "[[A]]" occurs in the judgment, else "B"
   for "[[B]]", else "tie" for "[[C]]", else a failed judgment ("error").
+- A pairwise match is judged twice, the answers in both orders (gen_judgment.py's play_a_match_pair); its outcome
+  (show_result.py, display_result_pairwise) is the winner both orders agree on, else a tie: a verdict that flips
+  with the order, or a tie in the first order, is a tie. A match with a failed judgment in either order is left out.
 """
 
 from __future__ import annotations
@@ -102,3 +105,16 @@ def parse_verdict(judgment: str) -> str | None:
         if mark in judgment:
             return verdict
     return None
+
+
+def match_outcome(first: str | None, second: str | None) -> str | None:
+    """The outcome of a pairwise match from its two verdicts: `first` with model 1's answer as A, `second` with
+    model 2's as A (each "A", "B", "tie", or None for a failed judgment). "model_1", "model_2" or "tie", or None when
+    either judgment failed (FastChat drops the match)."""
+    if first is None or second is None:
+        return None
+    first_winner = {"A": "model_1", "B": "model_2"}.get(first, first)
+    second_winner = {"A": "model_2", "B": "model_1"}.get(second, second)
+    if first_winner == "tie" or first_winner != second_winner:
+        return "tie"
+    return first_winner

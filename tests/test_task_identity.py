@@ -88,7 +88,7 @@ def test_breakdown_tables_are_in_the_record():
 def test_registry_finds_every_task_file_and_its_group_aggregation():
     modules = [module.__name__ for module in tasks.benchmark_modules()]
     assert modules == ["tasks.mmlu", "tasks.glue", "tasks.gsm8k", "tasks.truthfulqa", "tasks.wikitext",
-                       "tasks.humaneval", "tasks.realtoxicityprompts"]  # LIST_ORDER: `harness list tasks`
+                       "tasks.humaneval", "tasks.realtoxicityprompts", "tasks.mt_bench"]  # LIST_ORDER: `harness list tasks`
     helpers = {"__init__", "base", "scoring", "mt_bench_judging"}  # shared by benchmarks, registering none
     files = {path.stem for path in (ROOT / "tasks").glob("*.py")} - helpers
     assert {name.removeprefix("tasks.") for name in modules} == files
@@ -108,9 +108,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "tasks").glob("*.py")), ids=lambda p: p.name)
-def test_tasks_see_only_the_task_the_requests_the_prompts_and_the_errors(path):
+def test_tasks_see_only_the_task_the_requests_the_prompts_the_services_and_the_errors(path):
     allowed = {"harness.engine.task", "harness.engine.requests", "harness.engine.prompts", "harness.engine.programs",
-               "harness.errors"}
+               "harness.engine.judging", "harness.errors"}
     harness_imports = {name for name in imported_modules(path) if name.split(".")[0] == "harness"}
     assert harness_imports <= allowed
 

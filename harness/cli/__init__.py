@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.cli.parser import build_parser
 from harness.config import (
     EngineConfig,
+    JudgeConfig,
     ModelConfig,
     OutputConfig,
     PromptConfig,
@@ -75,8 +76,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                              fewshot_as_multiturn=args.fewshot_as_multiturn != "false"),
         engine=EngineConfig(batch_size=None if args.batch_size == "auto" else args.batch_size, seed=args.seed,
                             use_cache=not args.no_cache, speculative=args.speculative,
-                            kv_cache=not args.no_kv_cache),
+                            kv_cache=not args.no_kv_cache, max_new_tokens=args.max_new_tokens),
         sandbox=sandbox_config(args),
+        judge=JudgeConfig(spec=args.judge, max_failures=args.judge_max_failures, scoring=args.judge_scoring),
         toxicity=ToxicityConfig(scorer=args.toxicity_scorer, checkpoint=absolute(args.toxicity_checkpoint),
                                 hf_config=absolute(args.toxicity_config)),
         output=OutputConfig(folder=args.output, results_db=absolute(args.results_db)),
@@ -127,6 +129,15 @@ def score_code_command(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.commands.score_code import score_code_command as score_code  # loads the sandbox and the tasks
 
     return score_code(args.samples, output=args.output, sandbox_config=sandbox_config(args))
+
+
+def judge_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.commands.judge import judge_runs  # loads torch
+
+    return judge_runs(args.run_a, args.run_b, args.judge, device=args.device, dtype=args.dtype,
+                      verbosity_check=args.verbosity_check, max_failures=args.judge_max_failures,
+                      max_new_tokens=args.max_new_tokens, use_cache=not args.no_cache, output=args.output,
+                      scoring=args.judge_scoring)
 
 
 def profile_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -181,7 +192,8 @@ def list_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 COMMANDS = {"run": run_command, "rerun": rerun_command, "serve": serve_command, "load": load_command,
             "score-code": score_code_command,
-            "profile": profile_command, "gate": gate_command, "compare": compare_command, "plan": plan_command, "report": report_command,
+            "profile": profile_command, "gate": gate_command, "compare": compare_command, "judge": judge_command,
+            "plan": plan_command, "report": report_command,
             "leaderboard": leaderboard_command, "list": list_command}
 
 

@@ -123,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generations per document for sampling tasks (humaneval: 1; realtoxicityprompts: 25)")
     run.add_argument("--temperature", type=non_negative_float,
                      help="sampling temperature for those generations (humaneval: 0, greedy)")
+    run.add_argument("--max-new-tokens", type=int_at_least(1), metavar="N",
+                     help="cap every generation at N new tokens, judgments too (default: each task's own; recorded, "
+                          "and part of each prompt's hash)")
+    run.add_argument("--judge", metavar="SPEC",
+                     help="the judge model of judged tasks (mt_bench): any model spec, e.g. openai:MODEL@URL or "
+                          "hf:PATH (default: the evaluated model)")
+    run.add_argument("--judge-scoring", choices=["generate", "logprob"], default="generate",
+                     help="generate: the judge writes its judgment, read by FastChat's rules (the default); logprob: "
+                          "its rating or verdict is read from the log-probabilities of the replies (G-Eval), for "
+                          "judges too small to follow the format")
+    run.add_argument("--judge-max-failures", type=share, default=0.2, metavar="SHARE",
+                     help="fail a judged task when more than this share of its judgments has no readable rating "
+                          "(default 0.2)")
     code_execution_flags(run)
     run.add_argument("--toxicity-scorer", default="profanity-check", choices=SCORERS,
                      help="scores realtoxicityprompts continuations (default profanity-check, which works offline)")
@@ -229,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--correction", choices=["holm", "bh"], default="holm",
                          help="multiple-comparison correction (default holm)")
     compare.add_argument("--output", type=Path, help="also write the rows as JSON to this file")
+
+    judge = commands.add_parser("judge", parents=[debug],
+                                help="MT-Bench pairwise: a judge model compares two runs' answers in both orders")
+    judge.add_argument("run_a", type=Path, metavar="RUN_A", help="a finished run with MT-Bench answers")
+    judge.add_argument("run_b", type=Path, nargs="?", metavar="RUN_B",
+                       help="the baseline run, on the same questions (or --verbosity-check)")
+    judge.add_argument("--judge", required=True, metavar="SPEC",
+                       help="the judge model: any model spec, e.g. smollm2-135m or openai:MODEL@URL")
+    judge.add_argument("--verbosity-check", action="store_true",
+                       help="judge RUN_A against its own answers padded by repetition: the judge's verbosity bias")
+    judge.add_argument("--judge-scoring", choices=["generate", "logprob"], default="generate",
+                     help="generate: the judge writes its judgment, read by FastChat's rules (the default); logprob: "
+                          "its rating or verdict is read from the log-probabilities of the replies (G-Eval), for "
+                          "judges too small to follow the format")
+    judge.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the judge runs")
+    judge.add_argument("--dtype", default="float32", choices=DTYPES)
+    judge.add_argument("--judge-max-failures", type=share, default=0.2, metavar="SHARE",
+                       help="fail when more than this share of judgments has no readable verdict (default 0.2)")
+    judge.add_argument("--max-new-tokens", type=int_at_least(1), metavar="N",
+                       help="cap each judgment at N new tokens (default FastChat's 2048)")
+    judge.add_argument("--no-cache", action="store_true", help="neither reuse nor store judgments")
+    judge.add_argument("--output", type=Path, help="folder to write (default runs/judge-<time>)")
 
     plan = commands.add_parser("plan", parents=[debug],
                                help="documents and CPU minutes a gate needs to catch declared drops (power analysis)")

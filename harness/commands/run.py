@@ -16,7 +16,7 @@ import re
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -28,10 +28,12 @@ from harness.config import RunConfig
 from harness.engine import distributed
 from harness.engine.cache import CachingModel, ResponseCache
 from harness.engine.evaluator import Group, PromptFormat, evaluate
+from harness.engine.model import LanguageModel
+from harness.engine.model_judge import ModelJudge
 from harness.engine.task import TaskOptions
 from harness.errors import UserError
 from harness.models.adapter import MAX_BATCH_POSITIONS
-from harness.models.registry import check_decoding, load_model
+from harness.models.registry import check_decoding, load_model, parse_spec
 from harness.record.run_folder import (
     INVOCATION,
     check_output_folder,
@@ -73,7 +75,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     task_names = task_registry.expand(list(config.tasks.names))
     limits = per_task_limits(config.tasks.limits, task_names)
     check_decoding(config.model.spec, config.engine.speculative, config.engine.kv_cache)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     output = config.output.folder or default_output(config.model.spec, started)
     config = config.replace(output={"folder": output})
     device = distributed.start(config.model.device)  # under torchrun: join the other ranks (and take this rank's GPU)
@@ -83,15 +85,27 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         existed = check_output_folder(output)
     if config.tasks.data_dir is not None and not config.tasks.data_dir.is_dir():
         raise UserError(f"--data-dir {config.tasks.data_dir} is not a folder")
+    if config.judge.spec is not None:
+        parse_spec(config.judge.spec)  # a malformed judge spec fails now, not after the answers
     sandbox = make_sandbox(config.sandbox) if config.sandbox.allow_code_execution else None
     toxicity = config.toxicity
+    judges: list[ModelJudge] = []
+
+    def judge() -> ModelJudge:  # loaded when a judged task first asks for it: no other run loads a second model
+        if not judges:
+            judges.append(make_judge(config, model, device, profiler))
+        return judges[0]
+
     options = TaskOptions(num_fewshot=config.tasks.num_fewshot, data_dir=config.tasks.data_dir,
                           samples=config.tasks.samples, temperature=config.tasks.temperature,
                           fewshot_seed=config.engine.seed,
                           run_programs=runner_with_progress(sandbox) if sandbox else None,
                           toxicity_scorer=functools.cache(lambda: make_scorer(
-                              toxicity.scorer, toxicity.checkpoint, toxicity.hf_config, config.model.device)))
+                              toxicity.scorer, toxicity.checkpoint, toxicity.hf_config, config.model.device)),
+                          judge=judge, judge_max_failures=config.judge.max_failures,
+                          judge_scoring=config.judge.scoring)
     built_tasks = [task_registry.build(name, options) for name in task_names]
+    refuse_mismatched_prompts(config, built_tasks)
     for task in built_tasks:  # a bad few-shot count or missing data fails now, not after other tasks ran
         task.docs()
         for path in task.data_files():
@@ -100,7 +114,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
               for name, members in task_registry.groups_covering(task_names).items()}
     prompt_format = PromptFormat(chat_template=config.prompts.chat_template,
                                  system_prompt=config.prompts.system_prompt,
-                                 fewshot_as_multiturn=config.prompts.fewshot_as_multiturn)
+                                 fewshot_as_multiturn=config.prompts.fewshot_as_multiturn,
+                                 max_new_tokens=config.engine.max_new_tokens)
 
     clock = time.perf_counter()
     torch.manual_seed(config.engine.seed)
@@ -136,6 +151,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         profiler.stop()
         if sandbox:
             sandbox.close()
+        if judges and judges[0].model is not model:
+            judges[0].model.close()
         model.close()
     if rank != 0:  # its answers went to rank 0, which scores them and writes the run
         distributed.finish()
@@ -156,6 +173,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
             "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": config.model.device, "dtype": config.model.dtype, "seed": config.engine.seed,
             "speculative": config.engine.speculative, "kv_cache": config.engine.kv_cache,
+            "max_new_tokens": config.engine.max_new_tokens,
             "data_dir": str(config.tasks.data_dir) if config.tasks.data_dir else None,
             **prompt_format.describe(adapter),
             "samples": config.tasks.samples, "temperature": config.tasks.temperature,
@@ -165,6 +183,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
             # Under torchrun the systems figures and cache counts are rank 0's share of the work.
             "data_parallel": {"world_size": world_size} if world_size > 1 else None,
         },
+        "judge": judges[0].record() if judges else None,
         "tasks": evaluation.task_records,
         "results": evaluation.results,
         "systems": profiler.summary(),
@@ -181,6 +200,34 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
     print_summary(record, evaluation.task_records, cache)
     print(f"results: {folder}")
     return 0
+
+
+def refuse_mismatched_prompts(config: RunConfig, built_tasks: list) -> None:
+    """A chat benchmark without the chat template, or a judge without a judged task: one line, before any work."""
+    chat_only = [task.name for task in built_tasks if task.needs_chat_template]
+    if chat_only and not config.prompts.chat_template:
+        raise UserError(f"{chat_only[0]} is a conversation: its turns are written through the model's chat template; "
+                        "add --apply-chat-template")
+    if config.judge.spec is not None and not any(task.needs_judge for task in built_tasks):
+        raise UserError("--judge applies to judged tasks (mt_bench), and none is among --tasks")
+
+
+def make_judge(config: RunConfig, evaluated: LanguageModel, device: str, profiler: Profiler) -> ModelJudge:
+    """The run's judge: the evaluated model itself unless --judge names another, which loads on the same device and
+    profiler, with its own entries in the response cache."""
+    spec = config.judge.spec
+    if spec is None or spec == config.model.spec:
+        judge_model = evaluated
+    else:
+        try:
+            adapter = load_model(spec, device=device, dtype=config.model.dtype, profiler=profiler,
+                                 progress=lambda message: print(message, file=sys.stderr))
+        except UserError as error:
+            raise UserError(f"--judge {spec}: {error}") from None
+        judge_model = CachingModel(adapter, ResponseCache(), PromptFormat(chat_template=True).describe(adapter)) \
+            if config.engine.use_cache else adapter
+    return ModelJudge(judge_model, batch_size=config.engine.batch_size, seed=config.engine.seed,
+                      max_new_tokens=config.engine.max_new_tokens)
 
 
 def recorded_config(folder: Path, file: str) -> tuple[RunConfig, str]:
@@ -215,13 +262,13 @@ def rerun(folder: Path, output: Path | None) -> int:
     sample's scores with the original's."""
     _, original_samples = read_run(folder)
     config, command = recorded_config(folder, "results.json")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     output = output or folder.parent / f"{folder.name}-rerun-{stamp}"
     code = run(config.replace(output={"folder": output}, engine={"use_cache": False}), f"harness rerun {folder}")
     if code:
         return code
     _, samples = read_run(output)
-    scores = lambda rows: [(s["task"], s["doc_id"], s["scores"]) for s in rows]  # noqa: E731
+    scores = lambda rows: [(s["task"], s["doc_id"], s["scores"]) for s in rows]
     differing = [a for a, b in zip(scores(original_samples), scores(samples)) if a != b]
     if len(samples) != len(original_samples) or differing:
         print(f"NOT reproduced: {len(differing)} of {len(samples)} samples score differently from {folder}")

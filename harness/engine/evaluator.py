@@ -38,11 +38,14 @@ from harness.errors import CapabilityMissing, UserError
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How prompts become text: as plain text (the default), or through the model's chat template."""
+    """How prompts become text: as plain text (the default), or through the model's chat template; and the cap on a
+    generation's new tokens (--max-new-tokens), applied as requests are rendered, so that the capped requests are
+    the ones hashed and sent."""
 
     chat_template: bool = False
     system_prompt: str | None = None
     fewshot_as_multiturn: bool = True  # with a chat template: each example its own user and assistant turn
+    max_new_tokens: int | None = None  # a cap on generation requests' max_tokens (--max-new-tokens); None: none
 
     def describe(self, model: LanguageModel) -> dict:
         template = model.chat_template if self.chat_template else None
@@ -224,9 +227,13 @@ def refuse_what_the_model_cannot_answer(model: LanguageModel, planned: list[tupl
 
 def render(request: Request, model: LanguageModel, prompt_format: PromptFormat,
            cache: dict[Prompt, str] | None = None) -> Request:
-    """The request as the model will see it: its Prompt written out as plain text or through the chat template.
-    With a chat template, a multiple-choice continuation loses its leading delimiter (the reply starts a new
-    assistant turn), as lm-eval does. `cache` keeps each prompt's text for the other choices of its question."""
+    """The request as the model will see it: its Prompt written out as plain text or through the chat template,
+    and a generation's max_tokens capped by prompt_format.max_new_tokens. With a chat template, a multiple-choice
+    continuation loses its leading delimiter (the reply starts a new assistant turn), as lm-eval does. `cache`
+    keeps each prompt's text for the other choices of its question."""
+    cap = prompt_format.max_new_tokens
+    if isinstance(request, GenerateRequest) and cap is not None and request.max_tokens > cap:
+        request = replace(request, max_tokens=cap)
     context = getattr(request, "context", None)
     if not isinstance(context, Prompt):
         return request

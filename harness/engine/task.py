@@ -14,6 +14,8 @@ and each a 95 % interval beside it, docs/statistics.md):
   "std"                  the sample standard deviation (n - 1) of per-sample values
   "weighted_perplexity"  exp(-sum(loglikelihood) / sum(weight)) over (loglikelihood, weight) samples
   "bits_per_byte"        -sum(loglikelihood) / sum(bytes) / ln 2 over (loglikelihood, bytes) samples
+  "pooled_mean"          sum(total) / sum(count) over (total, count) samples: every value pooled, where a document
+                         holds several or none (MT-Bench's ratings of two turns, an unreadable one left out)
   "mcc", "f1"            Matthews correlation and F1 (positive label 1) over (gold, predicted) label samples
   "pearson", "spearman"  correlation over (predicted, gold) value samples
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.engine.judging import Judge
 from harness.engine.programs import ProgramRunner
 from harness.engine.requests import Request
 
@@ -41,6 +44,9 @@ class TaskOptions:
     # Services the engine lends to tasks that need them, so that tasks never import the engine:
     run_programs: ProgramRunner | None = None  # the code sandbox; None: not allowed
     toxicity_scorer: Callable[[], Any] | None = None  # gives the one toxicity scorer of the run (harness/toxicity.py)
+    judge: Callable[[], Judge] | None = None  # gives the run's judge model (harness/engine/judging.py), loaded on use
+    judge_max_failures: float = 0.2  # the share of unreadable judgments above which a judged task fails
+    judge_scoring: str = "generate"  # "generate": the judge writes its judgment; "logprob": its likeliest rating
 
     def fewshot(self, default: int) -> int:
         return default if self.num_fewshot is None else self.num_fewshot
@@ -65,6 +71,10 @@ class Task(ABC):
     version: str = "1"
     num_fewshot: int = 0
     metrics: list[Metric] = field(default_factory=list)
+    # A chat benchmark (MT-Bench) is a conversation: asked as plain text, its turns would mean nothing, so the run
+    # refuses it without --apply-chat-template.
+    needs_chat_template: bool = False
+    needs_judge: bool = False  # its scores come from a judge model (TaskOptions.judge)
 
     @abstractmethod
     def docs(self) -> list[Doc]:

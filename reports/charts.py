@@ -8,6 +8,7 @@ run gives as much quality for less cost.
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -77,6 +78,35 @@ def curves_svg(series: dict[str, list[tuple[float, float | None]]], x_name: str,
         axes.set_ylabel(y_name)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    finally:
+        plt.close(figure)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def bars_svg(categories: list[str], series: dict[str, list[tuple[float | None, float | None, float | None]]],
+             metric: str, higher_is_better: bool) -> str:
+    """An SVG document of horizontal bars, one group per category and one bar per series (a run), each bar its
+    (value, interval low, interval high) with the interval as a whisker; a missing value draws no bar."""
+    height = 0.8 / max(1, len(series))
+    figure, axes = plt.subplots(figsize=(5.5, 0.9 + 0.32 * len(categories) * max(1, len(series)) ** 0.5))
+    try:
+        for number, (label, values) in enumerate(series.items()):
+            rows = [(i, v, lo, hi) for i, (v, lo, hi) in enumerate(values) if v is not None and not math.isnan(v)]
+            positions = [i + (number - (len(series) - 1) / 2) * height for i, *_ in rows]
+            whiskers = [[v - lo if lo is not None else 0 for _, v, lo, _ in rows],
+                        [hi - v if hi is not None else 0 for _, v, _, hi in rows]]
+            axes.barh(positions, [v for _, v, *_ in rows], height=height * 0.9, xerr=whiskers, capsize=2,
+                      label=label, error_kw={"elinewidth": 0.8})
+        axes.set_yticks(range(len(categories)), categories, fontsize=8)
+        axes.invert_yaxis()  # the first category on top, as in the table
+        axes.set_xlabel(metric + (" (higher is better)" if higher_is_better else " (lower is better)"))
+        axes.grid(axis="x", alpha=0.3)
+        if len(series) > 1:
+            axes.legend(fontsize=7)
         figure.tight_layout()
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})

@@ -19,7 +19,7 @@ from reports.render import sort_key, templates
 # Suites: the task (or group) and metric of each column.
 SUITES = {
     "default": [("mmlu", "acc"), ("gsm8k", "exact_match,strict-match"), ("truthfulqa_mc2", "acc"),
-                ("glue", "score"), ("humaneval", "pass@1"), ("wikitext", "word_perplexity")],
+                ("glue", "score"), ("humaneval", "pass@1"), ("wikitext", "word_perplexity"), ("mt_bench", "score")],
     "nightly": [("mmlu", "acc"), ("wikitext", "word_perplexity"), ("gsm8k", "exact_match,flexible-extract")],
 }
 

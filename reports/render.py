@@ -16,7 +16,7 @@ import jinja2
 import pandas as pd
 
 from reports import comparison, report
-from reports.charts import frontier_svg
+from reports.charts import bars_svg, frontier_svg
 from reports.load import LoadRun, load_charts, load_frame
 
 FORMATS = ("csv", "md", "html")
@@ -48,12 +48,41 @@ def build(runs: list[report.Run], most_failures: int,
     for name in dict.fromkeys(name for of_run in declared for name in of_run if name not in FIXED_TABLES):
         tables[name] = pd.concat([report.breakdown_frame(frame, of_run[name])
                                   for frame, of_run in zip(quality, declared) if name in of_run], ignore_index=True)
+    first_declared = {}  # each breakdown table as the first run that asks for a chart declares it
+    for of_run, run in zip(declared, runs):
+        for name, table in of_run.items():
+            if chart_of(table):
+                first_declared.setdefault(name, (table, run.record))
+    breakdown_charts = {name: breakdown_chart(tables[name], *first_declared[name]) for name in tables
+                        if name in first_declared}
     tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True) if runs \
         else pd.DataFrame()
     tables["load"] = load_frame(load_runs) if load_runs else pd.DataFrame()
     return {"tables": {name: frame for name, frame in tables.items() if not frame.empty}, "charts": charts,
+            "breakdown_charts": breakdown_charts,
             "load_charts": load_charts(load_runs) if load_runs else [],
             "titles": titles, "failures": {run.label: report.failures(run, most_failures) for run in runs}}
+
+
+def chart_of(table: dict) -> str | None:
+    """The metric a breakdown table asks to be drawn (its tasks' declared "chart"), or None."""
+    return next((entry["chart"] for entry in table["tasks"].values() if entry.get("chart")), None)
+
+
+def breakdown_chart(frame: pd.DataFrame, table: dict, record: dict) -> dict:
+    """A breakdown's declared metric as bars by the table's first column, one bar per run, with its interval."""
+    metric = chart_of(table)
+    column = next(iter(next(iter(table["tasks"].values()))["columns"]))
+    rows = frame[frame["metric"] == metric]
+    categories = list(dict.fromkeys(rows[column]))
+    series = {}
+    for run, of_run in rows.groupby("run", sort=False):
+        by_category = {row[column]: (row["value"], row["ci95_low"], row["ci95_high"]) for _, row in of_run.iterrows()}
+        series[run] = [tuple(None if pd.isna(x) else float(x) for x in by_category.get(c, (None,) * 3))
+                       for c in categories]
+    task = next(iter(table["tasks"]))
+    return {"title": f"{table['title']}: {metric}",
+            "svg": bars_svg(categories, series, metric, report.higher_is_better(record, task, metric))}
 
 
 def comparison_charts(runs: list[report.Run], side_by_side: pd.DataFrame) -> list[dict]:
@@ -201,6 +230,7 @@ def render_html(runs: list[report.Run], load_runs: list[LoadRun], content: dict,
                  for run in load_runs]
     return templates().get_template("report.html.j2").render(
         title=title, tables=tables, charts=content["charts"], load_charts=content["load_charts"],
+        breakdown_charts=content["breakdown_charts"],
         failures=content["failures"], settings=settings,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 

@@ -1,6 +1,7 @@
 """The statistics of a paired comparison (harness/gate/paired.py) and of multiplicity (harness/gate/multiplicity.py),
 each against a hand computation or a simulation that would fail if the formula were wrong."""
 
+import itertools
 import math
 
 import numpy as np
@@ -79,3 +80,23 @@ def test_holm_and_benjamini_hochberg_by_hand():
     assert adjust(p, "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
     with pytest.raises(ValueError):
         adjust(p, "bonferonni")
+
+
+def test_pooled_means_compare_per_question_with_the_aggregate_recomputed():
+    # MT-Bench's samples: (sum of readable ratings, their count) per question; a question may hold none.
+    baseline = [(14.0, 2), (9.0, 2), (6.0, 1), (0.0, 0), (16.0, 2), (10.0, 2)]
+    run = [(16.0, 2), (12.0, 2), (8.0, 2), (7.0, 1), (17.0, 2), (13.0, 2)]
+    result = paired.compare_paired(baseline, run, "pooled_mean")
+    assert result["baseline"] == pytest.approx(55 / 9) and result["run"] == pytest.approx(73 / 11)
+    assert result["difference"] == pytest.approx(73 / 11 - 55 / 9)
+    # Every way of swapping the two runs' samples within questions, the pooled means recomputed.
+    pooled = lambda pairs: sum(t for t, _ in pairs) / sum(c for _, c in pairs)
+    swaps = [pooled([r if flip else b for b, r, flip in zip(baseline, run, flips)])
+             - pooled([b if flip else r for b, r, flip in zip(baseline, run, flips)])
+             for flips in itertools.product((0, 1), repeat=len(run))]
+    observed = pooled(run) - pooled(baseline)
+    expected = sum(abs(d) >= abs(observed) - 1e-12 for d in swaps) / len(swaps)
+    assert result["test"] == "permutation-exact" and result["p_value"] == pytest.approx(expected, abs=1e-12)
+    # The correlation of per-question means leaves out the question without a value in the baseline.
+    first, second = [7, 4.5, 6, 8, 5], [8, 6, 4, 8.5, 6.5]
+    assert result["correlation"] == pytest.approx(np.corrcoef(first, second)[0, 1])

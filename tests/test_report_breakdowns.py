@@ -62,3 +62,29 @@ def test_old_runs_without_declarations_have_no_breakdown_tables(tmp_path):
     markdown = (tmp_path / "new" / "report.md").read_text()
     assert markdown.index("## MMLU by subject and category") < markdown.index("## GLUE by task")
     assert "GLUE by task" in (tmp_path / "new" / "report.html").read_text()
+
+
+def mt_bench(category: str, chart: bool) -> dict:
+    return {"version": "1", "metrics": {"score": {"aggregation": "pooled_mean", "higher_is_better": True}},
+            "breakdown": {"table": "mt_bench", "title": "MT-Bench by category", "metrics": ["score"],
+                          "columns": {"category": category}, **({"chart": "score"} if chart else {})}}
+
+
+def test_a_breakdown_that_asks_for_a_chart_gets_one_bar_per_run_and_category():
+    def record(model, scores, chart=True):
+        return {"model": {"spec": model},
+                "tasks": {f"mt_bench_{c}": mt_bench(c, chart) for c in scores},
+                "results": {f"mt_bench_{c}": {"n": 10, "score": v, "score_stderr": 0.2, "score_ci95": [v - 0.4, v + 0.4]}
+                            for c, v in scores.items()}}
+
+    runs = [Run("old", Path("a"), record("a", {"writing": 6.0, "math": 3.0}, chart=False), []),
+            Run("b", Path("b"), record("b", {"writing": 7.0, "math": 2.5}), [])]
+    content = render.build(runs, most_failures=5)
+    (name,) = content["breakdown_charts"]  # the old run's declaration has no chart; the newer one's gives it
+    svg = content["breakdown_charts"][name]["svg"]
+    assert name == "mt_bench" and svg.startswith("<svg") and "score (higher is better)" in svg
+    assert svg.count(">writing<") == 1 and svg.count(">math<") == 1  # one tick label per category
+    assert svg.count('id="patch_') >= 2 * 2 + 1  # four bars (two runs, two categories) and the background
+    html = render.render_html(runs, [], content, "t")
+    assert html.count("MT-Bench by category: score (whiskers: 95 % interval)") == 1
+    assert not render.build(runs[:1], most_failures=5)["breakdown_charts"]  # no declared chart, no chart

@@ -137,6 +137,7 @@ class Task(ABC):
             {"table": "mmlu",                          the table's id (and its CSV file's name)
              "title": "MMLU by subject and category",  its heading
              "metrics": ["acc"],                       the metrics it shows
-             "columns": {"category": "stem", "subject": "anatomy"}}   this task's values of the table's own
-                                                       columns, which also sort its rows"""
+             "columns": {"category": "stem", "subject": "anatomy"},   this task's values of the table's own
+                                                       columns, which also sort its rows
+             "chart": "score"}                         optional: draw this metric as bars by the first column"""
         return None

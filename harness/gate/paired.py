@@ -126,6 +126,8 @@ def per_document(aggregation: str, samples: Sequence[Any]) -> np.ndarray:
     values = np.asarray(samples, dtype=np.float64)
     if aggregation in ("weighted_perplexity", "bits_per_byte"):
         return values[:, 0] / values[:, 1]
+    if aggregation == "pooled_mean":  # a document's own mean; NaN where it holds no value (every judgment failed)
+        return np.divide(values[:, 0], values[:, 1], out=np.full(len(values), np.nan), where=values[:, 1] > 0)
     if aggregation in ("mcc", "f1"):
         return (values[:, 0] == values[:, 1]).astype(np.float64)
     if aggregation in ("pearson", "spearman"):
@@ -134,7 +136,10 @@ def per_document(aggregation: str, samples: Sequence[Any]) -> np.ndarray:
 
 
 def correlation(first: np.ndarray, second: np.ndarray) -> float | None:
-    """Pearson correlation of the two runs' per-document values; None when either is constant."""
+    """Pearson correlation of the two runs' per-document values, over the documents that have one in both; None
+    when either is constant."""
+    both = np.isfinite(first) & np.isfinite(second)
+    first, second = first[both], second[both]
     if first.size < 2 or np.ptp(first) == 0 or np.ptp(second) == 0:
         return None
     return float(np.corrcoef(first, second)[0, 1])

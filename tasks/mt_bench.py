@@ -195,7 +195,7 @@ class MTBench(Task):
     def breakdown(self) -> dict[str, Any]:
         return {"table": "mt_bench", "title": "MT-Bench by category",
                 "metrics": ["score", "score_turn_1", "score_turn_2", "judge_failures"],
-                "columns": {"category": self.category}}
+                "columns": {"category": self.category}, "chart": "score"}
 
 
 def register(tasks: dict, groups: dict) -> None:

@@ -105,8 +105,9 @@ def bars_svg(categories: list[str], series: dict[str, list[tuple[float | None, f
         axes.invert_yaxis()  # the first category on top, as in the table
         axes.set_xlabel(metric + (" (higher is better)" if higher_is_better else " (lower is better)"))
         axes.grid(axis="x", alpha=0.3)
-        if len(series) > 1:
-            axes.legend(fontsize=7)
+        if len(series) > 1:  # above the bars, never over them
+            axes.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=min(3, len(series)),
+                        frameon=False)
         figure.tight_layout()
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})

@@ -101,27 +101,12 @@ def judge_runs(run_a: Path, run_b: Path | None, judge_spec: str, device: str, dt
     stamp = datetime.now(UTC)
     folder = output or Path("runs") / f"judge-{stamp:%Y%m%d-%H%M%S}"
     check_output_folder(folder)
-    try:
-        adapter = load_model(judge_spec, device=device, dtype=dtype,
-                             progress=lambda message: print(message, file=sys.stderr))
-    except UserError as error:
-        raise UserError(f"--judge {judge_spec}: {error}") from None
-    model = CachingModel(adapter, ResponseCache(), PromptFormat(chat_template=True).describe(adapter)) \
-        if use_cache else adapter
-    judge = ModelJudge(model, batch_size=None, seed=0, max_new_tokens=max_new_tokens)
+    judge = load_judge(judge_spec, device, dtype, use_cache, max_new_tokens)
     try:
         matches, conversations = build_matches(answers_a, answers_b)
-        if scoring == "logprob":  # the likeliest of the three verdicts; the record keeps their probabilities
-            weights = judge.likelihoods(conversations, VERDICT_REPLIES, scope="mt_bench:pairwise")
-            judgments = [probabilities(logprobs) for logprobs in weights]
-            verdicts = [("A", "B", "tie")[chances.index(max(chances))] for chances in judgments]
-        else:
-            judgments = judge(conversations, max_tokens=JUDGE_MAX_TOKENS, temperature=JUDGE_TEMPERATURE,
-                              scope="mt_bench:pairwise")
-            verdicts = [parse_verdict(judgment) for judgment in judgments]
-            refuse_unreadable(judge_spec, judgments, verdicts, max_failures)
+        judgments, verdicts = judge_matches(judge, conversations, scoring, judge_spec, max_failures)
     finally:
-        model.close()
+        judge.model.close()
     for number, match in enumerate(matches):
         match["verdict_a_first"], match["verdict_b_first"] = verdicts[2 * number:2 * number + 2]
         match["outcome"] = match_outcome(*verdicts[2 * number:2 * number + 2])
@@ -144,6 +129,32 @@ def judge_runs(run_a: Path, run_b: Path | None, judge_spec: str, device: str, dt
     print_pairwise(result)
     print(f"results: {folder}")
     return 0
+
+
+def load_judge(judge_spec: str, device: str, dtype: str, use_cache: bool, max_new_tokens: int | None) -> ModelJudge:
+    try:
+        adapter = load_model(judge_spec, device=device, dtype=dtype,
+                             progress=lambda message: print(message, file=sys.stderr))
+    except UserError as error:
+        raise UserError(f"--judge {judge_spec}: {error}") from None
+    model = CachingModel(adapter, ResponseCache(), PromptFormat(chat_template=True).describe(adapter)) \
+        if use_cache else adapter
+    return ModelJudge(model, batch_size=None, seed=0, max_new_tokens=max_new_tokens)
+
+
+def judge_matches(judge: ModelJudge, conversations: list, scoring: str, judge_spec: str,
+                  max_failures: float) -> tuple[list, list]:
+    """The judgments (the judge's text, or with logprob scoring its probabilities of [[A]], [[B]], [[C]]) and the
+    verdicts read from them, in the conversations' order."""
+    if scoring == "logprob":  # the likeliest of the three verdicts
+        weights = judge.likelihoods(conversations, VERDICT_REPLIES, scope="mt_bench:pairwise")
+        judgments = [probabilities(logprobs) for logprobs in weights]
+        return judgments, [("A", "B", "tie")[chances.index(max(chances))] for chances in judgments]
+    judgments = judge(conversations, max_tokens=JUDGE_MAX_TOKENS, temperature=JUDGE_TEMPERATURE,
+                      scope="mt_bench:pairwise")
+    verdicts = [parse_verdict(judgment) for judgment in judgments]
+    refuse_unreadable(judge_spec, judgments, verdicts, max_failures)
+    return judgments, verdicts
 
 
 def build_matches(answers_a: dict, answers_b: dict) -> tuple[list[dict], list[list[dict]]]:

@@ -405,3 +405,20 @@ def test_harness_judge_by_logprob_gives_every_match_a_verdict(tmp_path, tiny_run
             assert sum(chances) == pytest.approx(1, abs=1e-12)
             assert verdict == ("A", "B", "tie")[chances.index(max(chances))]
     assert result["judge_scoring"] == "logprob" and result["judge_replies"] == ["[[A]]", "[[B]]", "[[C]]"]
+
+
+def test_the_balanced_win_averages_both_orders_and_cancels_a_pure_position_bias():
+    from harness.commands.judge import balanced_win, summarise
+
+    # A judge whose probabilities follow the position alone: RUN_A's chance is one half.
+    assert balanced_win([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]) == pytest.approx(0.5, abs=1e-12)
+    # RUN_A first gets 0.6, second 0.5 (as B), ties 0.1 and 0.2: 0.55 + 0.075.
+    assert balanced_win([[0.6, 0.3, 0.1], [0.3, 0.5, 0.2]]) == pytest.approx(0.625, abs=1e-12)
+    matches = [{"question_id": str(q), "verdict_a_first": "A", "verdict_b_first": "A", "outcome": "tie",
+                "verdict_probabilities": [[0.8, 0.1, 0.1], [0.6 + d, 0.3 - d, 0.1]]}
+               for q, d in ((1, 0.0), (1, 0.1), (2, 0.2), (3, 0.0))]
+    row = summarise(matches)
+    expected = [(0.8 + 0.3 - d) / 2 + 0.05 for d in (0.0, 0.1, 0.2, 0.0)]
+    assert row["balanced_win"] == pytest.approx(sum(expected) / 4, abs=1e-12)
+    low, high = row["balanced_win_ci95"]
+    assert low < row["balanced_win"] < high and row["win_rate"] == 0.5  # every verdict a flip: all ties

@@ -16,7 +16,12 @@ With --verbosity-check RUN_A is judged against its own answers padded by repetit
 words:" and the answer again: Zheng et al. 2023, sec. 3.3's verbosity bias, their "repetitive list" attack in its
 simplest form). Nothing is added, so every win of the padded answer is the judge swayed by length.
 With --judge-scoring logprob (not FastChat's; tasks/mt_bench.py) each verdict is the likeliest of the replies
-"[[A]]", "[[B]]", "[[C]]" as the judge's answer: it never fails to read.
+"[[A]]", "[[B]]", "[[C]]" as the judge's answer: it never fails to read. Its probabilities also give
+  balanced_win     the mean over matches of RUN_A's probability of winning averaged over both orders, a tie
+                   counting half: (P(A | A first) + P(B | B first)) / 2 + (P(C | A first) + P(C | B first)) / 4,
+                   Wang et al. 2023's balanced position calibration (arXiv 2305.17926, sec. 3.2) on probabilities.
+                   A judge whose probabilities follow the position alone gives 0.5, and a preference too small
+                   to flip its verdicts still shows; with its interval clustered on the question
 
 Judgments go through the response cache: a `harness judge` killed part-way asks again only what it lacks. It
 writes pairwise.json and judgments.jsonl (the judge's own text: hostile) into runs/judge-<time>/ or --output.
@@ -198,6 +203,10 @@ def summarise(matches: list[dict]) -> dict:
     decisive = single["A"] + single["B"]
     agreeing = [m for m in decided if FIRST_ORDER.get(m["verdict_a_first"], "tie")
                 == SECOND_ORDER.get(m["verdict_b_first"], "tie")]
+    balanced = [balanced_win(m["verdict_probabilities"]) for m in matches if "verdict_probabilities" in m]
+    balanced_value, _, balanced_interval = (
+        stats.aggregate("mean", balanced, clusters=[m["question_id"] for m in matches]) if balanced
+        else (None, None, None))
     return {
         "matches": len(matches), "decided": len(decided),
         "win": outcomes["model_1"], "loss": outcomes["model_2"], "tie": outcomes["tie"],
@@ -206,7 +215,15 @@ def summarise(matches: list[dict]) -> dict:
         "first_position": single["A"] / decisive if decisive else None,
         "first_position_ci95": list(stats.wilson_interval(single["A"], decisive)) if decisive else None,
         "failures": single[None], "judgments": 2 * len(matches),
+        "balanced_win": balanced_value, "balanced_win_ci95": list(balanced_interval) if balanced_interval else None,
     }
+
+
+def balanced_win(chances: list[list[float]]) -> float:
+    """RUN_A's chance of winning a match, both orders averaged: `chances` holds P([[A]]), P([[B]]), P([[C]]) with
+    RUN_A's answer first, then with RUN_B's first."""
+    (run_a_wins_first, _, tie_first), (_, run_a_wins_second, tie_second) = chances  # second: RUN_A is B
+    return (run_a_wins_first + run_a_wins_second) / 2 + (tie_first + tie_second) / 4
 
 
 def share(value) -> str:
@@ -220,12 +237,14 @@ def interval(bounds) -> str:
 def print_pairwise(result: dict) -> None:
     judge = result["judge"]["spec"]
     table = Table(title=f"{result['model_a']} vs {result['model_b']}, judged by {judge} (MT-Bench, pairwise)")
+    balanced = result["judge_scoring"] == "logprob"
     for column in ("category", "win", "loss", "tie", "win rate", "95 % CI", "consistency", "first position",
-                   "failures"):
+                   "failures", *(["balanced win"] if balanced else [])):
         table.add_column(column, justify="left" if column == "category" else "right")
     for name, row in result["summary"].items():
         table.add_row(name, str(row["win"]), str(row["loss"]), str(row["tie"]), share(row["win_rate"]),
                       interval(row["win_rate_ci95"]), share(row["consistency"]),
                       f"{share(row['first_position'])} {interval(row['first_position_ci95'])}",
-                      f"{row['failures']} of {row['judgments']}")
+                      f"{row['failures']} of {row['judgments']}",
+                      *([f"{share(row['balanced_win'])} {interval(row['balanced_win_ci95'])}"] if balanced else []))
     Console().print(table)

@@ -162,6 +162,8 @@ def test_judgments_go_through_the_response_cache_and_a_second_run_asks_nothing(t
     assert hits == computed
     assert second.samples == first.samples
     assert record["judgments"] == {"mt_bench_coding:judge": 4} and record["max_new_tokens"] == 4
+    assert record["response_cache"] == {"hits": {"mt_bench_coding:judge": 0}, "computed": {"mt_bench_coding:judge": 4}}
+    assert runs[1][3]["response_cache"]["hits"] == {"mt_bench_coding:judge": 4}
     assert record["spec"] == f"hf:{tiny_chat_model}"
     # A random model writes no rating: every judgment failed, and no score is made of them.
     result = first.results["mt_bench_coding"]

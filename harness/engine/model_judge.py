@@ -18,6 +18,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
+from harness.engine.cache import CachingModel
 from harness.engine.evaluator import commit_every
 from harness.engine.model import LanguageModel, occurrences_in
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
@@ -79,5 +80,10 @@ class ModelJudge:
         return [logprobs[start:start + len(replies)] for start in range(0, len(logprobs), len(replies))]
 
     def record(self) -> dict:
-        """What the run record says about the judge: who it is and the work it did per scope."""
-        return {**self.identity(), "judgments": dict(self.judgments), "truncated_prompts": dict(self.truncated)}
+        """What the run record says about the judge: who it is, the work it did per scope and, through a response
+        cache, how many of its answers were stored already (a resumed run's judge asks nothing twice)."""
+        cache = {"hits": {scope: self.model.hits[scope] for scope in self.judgments},
+                 "computed": {scope: self.model.computed[scope] for scope in self.judgments}} \
+            if isinstance(self.model, CachingModel) else None
+        return {**self.identity(), "judgments": dict(self.judgments), "truncated_prompts": dict(self.truncated),
+                "response_cache": cache}

@@ -19,6 +19,16 @@ plt.rcParams["svg.fonttype"] = "none"  # text stays text (selectable, no embedde
 plt.rcParams["svg.hashsalt"] = "harness"  # ids in the SVG do not change from one rendering to the next
 
 
+def inline_svg(figure) -> str:
+    """The drawn figure as an SVG element to put inline in HTML: no XML prolog or DOCTYPE, and no date, so that the
+    same data draws the same bytes."""
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
+
+
 def frontier(points: list[tuple[float, float]], cost_lower_is_better: bool, quality_higher_is_better: bool
              ) -> list[int]:
     """Indices of the points no other point dominates, in order of cost."""
@@ -48,13 +58,9 @@ def frontier_svg(labels: list[str], costs: list[float], qualities: list[float], 
         axes.set_xlabel(cost_name + (" (lower is better)" if cost_lower_is_better else " (higher is better)"))
         axes.set_ylabel(quality_name + (" ↑" if quality_higher_is_better else " ↓"))
         axes.grid(alpha=0.3)
-        figure.tight_layout()
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})  # no date: the same runs draw the same
+        return inline_svg(figure)
     finally:
         plt.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG goes inline in HTML
 
 
 def curves_svg(series: dict[str, list[tuple[float, float | None]]], x_name: str, y_name: str,
@@ -78,13 +84,9 @@ def curves_svg(series: dict[str, list[tuple[float, float | None]]], x_name: str,
         axes.set_ylabel(y_name)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
-        figure.tight_layout()
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        return inline_svg(figure)
     finally:
         plt.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]
 
 
 def bars_svg(categories: list[str], series: dict[str, list[tuple[float | None, float | None, float | None]]],
@@ -108,10 +110,6 @@ def bars_svg(categories: list[str], series: dict[str, list[tuple[float | None, f
         if len(series) > 1:  # above the bars, never over them
             axes.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=min(3, len(series)),
                         frameon=False)
-        figure.tight_layout()
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        return inline_svg(figure)
     finally:
         plt.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]

@@ -107,14 +107,18 @@ def parse_verdict(judgment: str) -> str | None:
     return None
 
 
+# Who a verdict names: in the first order model 1's answer is A, in the second model 2's.
+WINNER_A_FIRST, WINNER_B_FIRST = {"A": "model_1", "B": "model_2"}, {"A": "model_2", "B": "model_1"}
+
+
 def match_outcome(first: str | None, second: str | None) -> str | None:
     """The outcome of a pairwise match from its two verdicts: `first` with model 1's answer as A, `second` with
     model 2's as A (each "A", "B", "tie", or None for a failed judgment). "model_1", "model_2" or "tie", or None when
     either judgment failed (FastChat drops the match)."""
     if first is None or second is None:
         return None
-    first_winner = {"A": "model_1", "B": "model_2"}.get(first, first)
-    second_winner = {"A": "model_2", "B": "model_1"}.get(second, second)
+    first_winner = WINNER_A_FIRST.get(first, first)
+    second_winner = WINNER_B_FIRST.get(second, second)
     if first_winner == "tie" or first_winner != second_winner:
         return "tie"
     return first_winner

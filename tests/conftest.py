@@ -30,6 +30,19 @@ def gemma3_folder():
     return gemma3_folder()
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory, smollm2_folder):
+    """A tiny random LLaMA (tests/tiny.py) with SmolLM2's tokenizer and chat template and a 4,096-token window: a
+    chat model that answers and judges MT-Bench in seconds."""
+    import shutil
+
+    from tests.tiny import make_tiny_llama_folder
+
+    folder = make_tiny_llama_folder(tmp_path_factory.mktemp("tiny-chat"), smollm2_folder, max_positions=4096)
+    shutil.copy(smollm2_folder / "chat_template.jinja", folder)
+    return folder
+
+
 # Runs made by the tests (in-process and as subprocesses, which inherit this) are recorded in a scratch results
 # store, not in the user's $HARNESS_HOME/results.sqlite.
 _SCRATCH = tempfile.mkdtemp(prefix="harness-tests-")

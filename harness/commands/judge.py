@@ -53,6 +53,8 @@ from tasks.mt_bench_judging import (
     JUDGE_MAX_TOKENS,
     JUDGE_TEMPERATURE,
     NEED_REFERENCE,
+    WINNER_A_FIRST,
+    WINNER_B_FIRST,
     judge_messages,
     load_judge_prompts,
     match_outcome,
@@ -64,7 +66,6 @@ from tasks.mt_bench_judging import (
 TASK_PREFIX = "mt_bench_"
 PADDING = "\n\nIn other words:\n\n"
 VERDICT_REPLIES = ["[[A]]", "[[B]]", "[[C]]"]  # what --judge-scoring logprob weighs: A better, B better, a tie
-FIRST_ORDER, SECOND_ORDER = {"A": "model_1", "B": "model_2"}, {"A": "model_2", "B": "model_1"}  # who A and B are
 
 
 def run_answers(folder: Path) -> tuple[dict[tuple[str, str], list[str]], dict]:
@@ -201,8 +202,8 @@ def summarise(matches: list[dict]) -> dict:
     single = Counter(v for m in matches for v in (m["verdict_a_first"], m["verdict_b_first"]))
     # The answer shown first is A in both orders: a decisive verdict for A chose the first position.
     decisive = single["A"] + single["B"]
-    agreeing = [m for m in decided if FIRST_ORDER.get(m["verdict_a_first"], "tie")
-                == SECOND_ORDER.get(m["verdict_b_first"], "tie")]
+    agreeing = [m for m in decided if WINNER_A_FIRST.get(m["verdict_a_first"], "tie")
+                == WINNER_B_FIRST.get(m["verdict_b_first"], "tie")]
     balanced = [balanced_win(m["verdict_probabilities"]) for m in matches if "verdict_probabilities" in m]
     balanced_value, _, balanced_interval = (
         stats.aggregate("mean", balanced, clusters=[m["question_id"] for m in matches]) if balanced

@@ -10,6 +10,8 @@
   wikitext      the 62 documents, rolling loglikelihood at a window of --wikitext-max-length on both sides (lm-eval's
                 `max_length` model argument, our --max-length): the three perplexities and each document's sum
   truthfulqa    truthfulqa_mc2 on the first --truthfulqa-limit questions: the mean and each question's score
+  crows_pairs   crows_pairs_english and its nine per-type subtasks, all 1,508 pairs: both metrics, the same verdict
+                on every pair, the largest difference of one sentence's loglikelihood
 
 Each side runs in its own process, one at a time, and writes its per-document records into --work (default
 $HARNESS_HOME/bench/fidelity-MODEL); a side whose records are already there is not run again, so an interrupted
@@ -37,6 +39,10 @@ BENCHMARKS = {
     "gsm8k": (["gsm8k"], "--limit 50", "--limit 50 --batch_size 1"),
     "wikitext": (["wikitext"], "--batch-size 1", "--batch_size 1"),
     "truthfulqa": (["truthfulqa_mc2"], "", "--batch_size 8"),
+    # Ours: the group crows_pairs_english (its nine subtasks); lm-eval: its whole task and each subtask.
+    "crows_pairs": (["crows_pairs_english"] + [f"crows_pairs_english_{t}" for t in (
+        "age", "disability", "gender", "nationality", "physical_appearance", "race_color", "religion",
+        "sexual_orientation", "socioeconomic")], "", "--batch_size 8"),
 }
 
 
@@ -94,12 +100,24 @@ def read_sides(args, name: str) -> tuple[dict, dict, dict, dict]:
     peer_metrics, peer = {}, {}
     for task, values in json.loads(latest(peer_dir, "results_*.json").read_text())["results"].items():
         peer_metrics[task.removeprefix("bench_")] = values
-        for sample in read_jsonl(latest(peer_dir, f"samples_{task}_*.jsonl")):
+        for sample in read_jsonl(latest(peer_dir, f"samples_{task}_[0-9]*.jsonl")):
             if sample.get("filter") in ("none", "strict-match"):  # one record per document (the others repeat it)
                 peer[(task.removeprefix("bench_"), sample["doc_id"])] = sample
+    if name == "crows_pairs":
+        ours = crows_pairs_keys(ours)
     if set(ours) != set(peer):
         sys.exit(f"{name}: the two sides scored different documents ({len(ours)} against {len(peer)})")
     return ours_metrics, ours, peer_metrics, peer
+
+
+def crows_pairs_keys(ours: dict) -> dict:
+    """Our CrowS-Pairs samples keyed as lm-eval's: a subtask's documents by their position in it (lm-eval numbers
+    the rows its filter keeps; ours keep their row in the file), and every pair under the whole task by its row."""
+    keyed = {("crows_pairs_english", row): sample for (_, row), sample in ours.items()}
+    for task in sorted({task for task, _ in ours}):
+        rows = sorted(row for t, row in ours if t == task)
+        keyed.update({(task, position): ours[(task, row)] for position, row in enumerate(rows)})
+    return keyed
 
 
 def loglikelihoods(peer_sample: dict) -> list[float]:
@@ -130,6 +148,15 @@ def compare(args, name: str) -> list[dict]:
                     for key in keys)
             else:
                 row["max_score_difference"] = max(abs(ours[key]["scores"]["acc"] - peer[key]["acc"]) for key in keys)
+        elif task.startswith("crows_pairs"):
+            for metric in ("pct_stereotype", "likelihood_diff"):
+                row[f"ours {metric}"], row[f"lmeval {metric}"] = ours_metrics[task][metric], \
+                    peer_metrics[task][f"{metric},none"]
+            differences = [abs(a["logprob"] - b) for key in keys
+                           for a, b in zip(ours[key]["response"], loglikelihoods(peer[key]))]
+            row["sentences"], row["max_loglikelihood_difference"] = len(differences), max(differences)
+            row["same_verdict"] = sum(ours[key]["scores"]["pct_stereotype"] == peer[key]["pct_stereotype"]
+                                      for key in keys)
         elif task == "gsm8k":
             for metric in ("exact_match,strict-match", "exact_match,flexible-extract"):
                 row[f"ours {metric}"], row[f"lmeval {metric}"] = ours_metrics[task][metric], peer_metrics[task][metric]

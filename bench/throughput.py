@@ -55,7 +55,8 @@ SINGLE_TASKS = {
 
 # The Python files our YAMLs' `!function` tags name, taken from the installed lm-eval at run time (never committed
 # here): (path under lm_eval/tasks, name in the include folder).
-LMEVAL_TASK_CODE = [("truthfulqa/utils.py", "utils.py"), ("wikitext/preprocess_wikitext.py", "preprocess_wikitext.py")]
+LMEVAL_TASK_CODE = [("truthfulqa/utils.py", "utils.py"), ("wikitext/preprocess_wikitext.py", "preprocess_wikitext.py"),
+                    ("crows_pairs/utils.py", "crows_pairs_utils.py")]
 
 
 def assemble_include_folder(yamls: Path, include: Path) -> None:
@@ -138,6 +139,9 @@ def export_lmeval_data(directory: Path) -> None:
     gsm8k = tasks.build("gsm8k")  # the rows of openai/gsm8k's main config, as our loader reads them
     write_if_changed(directory / "gsm8k_test.jsonl", [d.fields for d in gsm8k.docs()])
     write_if_changed(directory / "gsm8k_train.jsonl", gsm8k.train)
+    shipped = DATA_DIR / "crows_pairs" / "crows_pairs_anonymized.csv"  # lm-eval reads the CSV itself
+    if not (directory / shipped.name).is_file() or (directory / shipped.name).read_bytes() != shipped.read_bytes():
+        shutil.copy2(shipped, directory / shipped.name)
 
 
 def run_logged(command: list[str], log: Path) -> float:

@@ -40,6 +40,7 @@ class TaskConfig:
     data_dir: Path | None = None  # a local copy of data that is not shipped (MNLI, QQP)
     samples: int | None = None  # generations per document for sampling tasks
     temperature: float | None = None
+    perturb: tuple[str, ...] = ()  # --perturb's KIND=VALUE specs: each a variant of every task, paired with it
 
 
 @dataclass(frozen=True)

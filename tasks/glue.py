@@ -36,7 +36,7 @@ import numpy as np
 
 from harness.engine.prompts import Prompt
 from harness.engine.requests import LoglikelihoodRequest
-from harness.engine.task import Doc, Metric, Task
+from harness.engine.task import Doc, Metric, Perturbable, Task
 from harness.errors import UserError
 from tasks.base import DATA_DIR, read_jsonl
 from tasks.scoring import argmax_choice, relative_likelihoods
@@ -90,6 +90,8 @@ SPECS = {
                           "Question: Do both questions ask the same thing?\nAnswer:",
                 ("no", "yes"), ("acc", "f1"), shipped=False),
 }
+# The input text of every GLUE task's documents (each task has one or two of them); never the label.
+TEXT_FIELDS = ("sentence", "sentence1", "sentence2", "question", "question1", "question2", "premise", "hypothesis")
 AGGREGATION = {"acc": "mean", "mcc": "mcc", "f1": "f1", "pearson": "pearson", "spearman": "spearman"}
 STSB_RATINGS = ("0", "1", "2", "3", "4", "5")
 
@@ -175,6 +177,10 @@ class GlueTask(Task):
         if self.spec.shipped:
             return [self._path()]
         return self._unshipped[1] if self._unshipped else []
+
+    def perturbable(self) -> Perturbable:
+        # The labels are scored as continuations and never listed in the prompt: their order changes nothing.
+        return Perturbable(text_fields=TEXT_FIELDS)
 
     def breakdown(self) -> dict:
         return {"table": "glue", "title": "GLUE by task", "metrics": [m.name for m in self.metrics], "columns": {}}

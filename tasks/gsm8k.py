@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest
-from harness.engine.task import Doc, Metric, Task
+from harness.engine.task import Doc, Metric, Perturbable, Task
 from harness.errors import UserError
 from tasks.base import DATA_DIR, read_jsonl
 from tasks.scoring import exact_match as lm_eval_exact_match
@@ -109,6 +109,9 @@ class GSM8K(Task):
     def data_files(self) -> list[Path]:
         pool = "cot_exemplars.jsonl" if self.chain_of_thought else "train.jsonl"
         return [DATA_DIR / "gsm8k" / "test.jsonl"] + ([DATA_DIR / "gsm8k" / pool] if self.num_fewshot else [])
+
+    def perturbable(self) -> Perturbable:
+        return Perturbable(text_fields=("question",))  # never the answer, which holds the gold number
 
     def fewshot_ids(self) -> list[str]:
         if self.chain_of_thought:

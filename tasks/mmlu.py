@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from harness.engine.prompts import Prompt
 from harness.engine.requests import LoglikelihoodRequest
-from harness.engine.task import Doc, Metric, Task
+from harness.engine.task import Doc, Metric, Perturbable, Task
 from harness.errors import UserError
 from tasks.base import DATA_DIR, require_file
 from tasks.scoring import argmax_choice
@@ -72,15 +72,42 @@ def read_split(path: Path) -> list[dict]:
     return rows
 
 
-def format_question(row: dict) -> str:
-    lines = [row["question"].strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"])]
-    return "\n".join(lines) + "\nAnswer:"
+@dataclass(frozen=True)
+class Layout:
+    """How a question and its choices are written. The first is lm-eval's; the others vary what FormatSpread (Sclar
+    et al. 2023, "Quantifying Language Models' Sensitivity to Spurious Features in Prompt Design", arXiv 2310.11324)
+    varies: a field's name and casing, the choices' enumerator and its separator, what joins the choices."""
+
+    question_label: str = ""  # before the question
+    choice: str = "\n{letter}. {choice}"  # each choice, in order
+    answer: str = "\nAnswer:"  # after the last choice; the answer (" " + letter) follows it
+    lowercase_letters: bool = False
+
+    def letters(self) -> list[str]:
+        return [letter.lower() for letter in LETTERS] if self.lowercase_letters else LETTERS
+
+
+LAYOUTS = {
+    "lm-eval": Layout(),
+    "parenthesised": Layout(choice="\n({letter}) {choice}"),
+    "one-line": Layout(choice=" [{letter}] {choice}", answer="\nAnswer:"),
+    "upper-case-fields": Layout(question_label="QUESTION: ", choice="\n{letter}) {choice}", answer="\nANSWER:"),
+    "lower-case-letters": Layout(choice="\n{letter}: {choice}", lowercase_letters=True),
+    "the-answer-is": Layout(question_label="Question: ", choice="\n{letter} - {choice}", answer="\nThe answer is"),
+}
+
+
+def format_question(row: dict, layout: Layout = LAYOUTS["lm-eval"]) -> str:
+    choices = "".join(layout.choice.format(letter=letter, choice=choice)
+                      for letter, choice in zip(layout.letters(), row["choices"]))
+    return layout.question_label + row["question"].strip() + choices + layout.answer
 
 
 @dataclass
 class MMLUSubject(Task):
     subject: str = ""
     data_dir: Path | None = None  # default: the shipped copy
+    layout: str = "lm-eval"  # a key of LAYOUTS: anything else is a robustness variant (format=variants)
     metrics: list[Metric] = field(default_factory=lambda: [Metric("acc")])
 
     def __post_init__(self):
@@ -102,14 +129,15 @@ class MMLUSubject(Task):
         if not self.num_fewshot:
             return ()
         examples = read_split(self._path("dev"))[: self.num_fewshot]
-        return tuple((format_question(row), LETTERS[row["answer"]]) for row in examples)
+        layout = LAYOUTS[self.layout]
+        return tuple((format_question(row, layout), layout.letters()[row["answer"]]) for row in examples)
 
     def prompt(self, doc: Doc) -> Prompt:
-        return Prompt(format_question(doc.fields), self.shots, self.description())
+        return Prompt(format_question(doc.fields, LAYOUTS[self.layout]), self.shots, self.description())
 
     def requests(self, doc: Doc) -> list[LoglikelihoodRequest]:
         context = self.prompt(doc)
-        return [LoglikelihoodRequest(context, " " + letter) for letter in LETTERS]
+        return [LoglikelihoodRequest(context, " " + letter) for letter in LAYOUTS[self.layout].letters()]
 
     def score(self, doc: Doc, responses) -> dict:
         return {"acc": float(argmax_choice(responses) == doc.fields["answer"])}
@@ -122,6 +150,13 @@ class MMLUSubject(Task):
 
     def fewshot_ids(self) -> list[str]:
         return [f"dev:{i}" for i in range(self.num_fewshot)]
+
+    def perturbable(self) -> Perturbable:
+        return Perturbable(text_fields=("question",), choices_field="choices", answer_field="answer",
+                           layouts=tuple(LAYOUTS))
+
+    def with_layout(self, layout: str) -> MMLUSubject:
+        return replace(self, layout=layout)
 
     def breakdown(self) -> dict:
         return {"table": "mmlu", "title": "MMLU by subject and category", "metrics": ["acc"],

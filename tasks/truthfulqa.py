@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.engine.prompts import Prompt
 from harness.engine.requests import GenerateRequest, LoglikelihoodRequest
-from harness.engine.task import Doc, Metric, Task
+from harness.engine.task import Doc, Metric, Perturbable, Task
 from harness.errors import UserError
 from tasks.base import DATA_DIR, require_file
 from tasks.scoring import argmax_choice, relative_likelihoods
@@ -101,6 +101,10 @@ class TruthfulQAMultipleChoice(Task):
 
     def data_files(self) -> list[Path]:
         return [MC_FILE]
+
+    def perturbable(self) -> Perturbable:
+        # The choices are scored as continuations and never listed in the prompt: their order changes nothing.
+        return Perturbable(text_fields=("question",))
 
 
 def format_references(answers: list[str]) -> list[str]:
@@ -177,6 +181,9 @@ class TruthfulQAGeneration(Task):
 
     def data_files(self) -> list[Path]:
         return [CSV_FILE]
+
+    def perturbable(self) -> Perturbable:
+        return Perturbable(text_fields=("question",))
 
 
 def register(tasks: dict, groups: dict) -> None:

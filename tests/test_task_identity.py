@@ -88,7 +88,8 @@ def test_breakdown_tables_are_in_the_record():
 def test_registry_finds_every_task_file_and_its_group_aggregation():
     modules = [module.__name__ for module in tasks.benchmark_modules()]
     assert modules == ["tasks.mmlu", "tasks.glue", "tasks.gsm8k", "tasks.truthfulqa", "tasks.wikitext",
-                       "tasks.humaneval", "tasks.realtoxicityprompts", "tasks.mt_bench"]  # LIST_ORDER: `harness list tasks`
+                       "tasks.humaneval", "tasks.realtoxicityprompts", "tasks.mt_bench",
+                       "tasks.crows_pairs"]  # LIST_ORDER: `harness list tasks`
     helpers = {"__init__", "base", "scoring", "mt_bench_judging"}  # shared by benchmarks, registering none
     files = {path.stem for path in (ROOT / "tasks").glob("*.py")} - helpers
     assert {name.removeprefix("tasks.") for name in modules} == files

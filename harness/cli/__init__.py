@@ -71,7 +71,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                           revision=args.revision),
         tasks=TaskConfig(names=names, limit=args.limit[0], limits=args.limit[1], num_fewshot=args.num_fewshot,
                          data_dir=absolute(args.data_dir),
-                         samples=args.samples, temperature=args.temperature),
+                         samples=args.samples, temperature=args.temperature, perturb=args.perturb),
         prompts=PromptConfig(chat_template=args.apply_chat_template, system_prompt=args.system_prompt,
                              fewshot_as_multiturn=args.fewshot_as_multiturn != "false"),
         engine=EngineConfig(batch_size=None if args.batch_size == "auto" else args.batch_size, seed=args.seed,

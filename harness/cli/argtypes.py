@@ -6,6 +6,7 @@ import argparse
 
 from harness.errors import UserError
 from harness.gate.min_effect import parse_min_effect
+from harness.robustness.perturbations import parse_perturbations, split_specs
 
 
 def int_at_least(minimum: int):
@@ -91,6 +92,18 @@ def min_effect(text: str) -> tuple[str, str]:
         return parse_min_effect(text)
     except UserError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def perturb_specs(text: str) -> tuple[str, ...]:
+    """--perturb's comma-separated KIND=VALUE list, each checked (the run checks again that each applies)."""
+    specs = split_specs(text)
+    if not specs:
+        raise argparse.ArgumentTypeError("expected KIND=VALUE, e.g. choices=permute,typos=0.05")
+    try:
+        parse_perturbations(specs)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--perturb: ")) from None
+    return specs
 
 
 def limit_spec(text: str) -> tuple[int | None, tuple[str, ...]]:

@@ -13,6 +13,7 @@ from harness.cli.argtypes import (
     limit_spec,
     min_effect,
     non_negative_float,
+    perturb_specs,
     positive_float,
     positive_float_list,
     rate_range,
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "group (e.g. 10 or mmlu_stem=70,wikitext=5)")
     run.add_argument("--num-fewshot", type=int_at_least(0),
                      help="few-shot examples (default: each task's own, e.g. 0 for mmlu, 5 for gsm8k)")
+    run.add_argument("--perturb", type=perturb_specs, default=(), metavar="KIND=VALUE,...",
+                     help="also ask every task perturbed, each perturbation its own variant paired with the clean "
+                          "task document by document: choices=permute (every order of a multiple-choice question's "
+                          "choices), typos=RATE, case=lower|upper, whitespace=MAX, format=variants (the task's "
+                          "other prompt layouts); deterministic under --seed (docs/robustness.md)")
     run.add_argument("--apply-chat-template", action="store_true",
                      help="write prompts through the model's chat template")
     run.add_argument("--fewshot-as-multiturn", choices=["true", "false"],

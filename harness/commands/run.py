@@ -44,6 +44,8 @@ from harness.record.run_folder import (
     write_run,
 )
 from harness.record.store import ResultsStore
+from harness.robustness.analysis import analyse
+from harness.robustness.variants import perturbed_variants
 from harness.sandbox.process import make_sandbox, runner_with_progress
 from harness.systems.hardware import hardware_context
 from harness.systems.profiler import Profiler
@@ -106,6 +108,11 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
                           judge_scoring=config.judge.scoring)
     built_tasks = [task_registry.build(name, options) for name in task_names]
     refuse_mismatched_prompts(config, built_tasks)
+    # Each perturbation of each task is a task of its own, run beside the clean one and paired with it at the end.
+    variants = perturbed_variants(built_tasks, config.tasks.perturb, config.engine.seed)
+    for clean, variant, _ in variants:
+        if clean.name in limits:
+            limits[variant.name] = limits[clean.name]
     for task in built_tasks:  # a bad few-shot count or missing data fails now, not after other tasks ran
         task.docs()
         for path in task.data_files():
@@ -133,7 +140,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         start_run(output, invocation)
     profiler.start()
     try:
-        evaluation = evaluate(model, built_tasks, limit=config.tasks.limit, batch_size=config.engine.batch_size,
+        evaluation = evaluate(model, built_tasks + [variant for _, variant, _ in variants], limit=config.tasks.limit, batch_size=config.engine.batch_size,
                               seed=config.engine.seed, prompt_format=prompt_format, groups=groups, limits=limits)
         code_execution = sandbox.describe() if sandbox else None
     except KeyboardInterrupt:
@@ -173,7 +180,7 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
             "batch_policy": f"longest first, at most {MAX_BATCH_POSITIONS} positions a batch",
             "device": config.model.device, "dtype": config.model.dtype, "seed": config.engine.seed,
             "speculative": config.engine.speculative, "kv_cache": config.engine.kv_cache,
-            "max_new_tokens": config.engine.max_new_tokens,
+            "max_new_tokens": config.engine.max_new_tokens, "perturb": list(config.tasks.perturb),
             "data_dir": str(config.tasks.data_dir) if config.tasks.data_dir else None,
             **prompt_format.describe(adapter),
             "samples": config.tasks.samples, "temperature": config.tasks.temperature,
@@ -186,6 +193,8 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         "judge": judges[0].record() if judges else None,
         "tasks": evaluation.task_records,
         "results": evaluation.results,
+        "robustness": analyse([(clean.name, variant.name, perturbation) for clean, variant, perturbation in variants],
+                              evaluation.task_records, evaluation.samples, config.engine.seed) if variants else None,
         "systems": profiler.summary(),
         "environment": {**environment(), "hardware": hardware_context(adapter.device, adapter.dtype)},
         "wall_seconds": round(time.perf_counter() - clock, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from reports.robustness import print_robustness
 from reports.systems import print_systems
 from reports.tables import print_results
 
@@ -12,7 +13,12 @@ from reports.tables import print_results
 def print_summary(record: dict, task_records: dict[str, dict], cache: dict | None) -> None:
     settings = record["settings"]
     chat = "chat template" if settings["chat_template"] else "no chat template"
-    print_results(record["results"], title=f"{record['model']['spec']}, {chat} ({record['wall_seconds']:.0f} s)")
+    robustness = record.get("robustness") or []
+    variants = {variant for row in robustness for variant in row["variants"]}  # shown in the robustness tables
+    print_results({name: values for name, values in record["results"].items() if name not in variants},
+                  title=f"{record['model']['spec']}, {chat} ({record['wall_seconds']:.0f} s)")
+    if robustness:
+        print_robustness(robustness)
     hardware = record["environment"]["hardware"]
     where = f"{settings['device']}, {settings['dtype']}"
     print_systems(record["systems"], f"{hardware['cpu_model']}, {where}"

@@ -52,6 +52,23 @@ class TaskOptions:
         return default if self.num_fewshot is None else self.num_fewshot
 
 
+@dataclass(frozen=True)
+class Perturbable:
+    """Which parts of a task's documents a robustness perturbation (harness/robustness) may change, so that it never
+    touches a gold answer, a choice's label or a few-shot example:
+      text_fields    the input text that typos, case and whitespace changes alter (the question, the sentences)
+      choices_field  a list of choices that the prompt itself lists, in order, each asked as one request in that
+                     order, and the prediction the most likely of them (MMLU); None: the order of the task's
+                     choices cannot change a score (they are scored as separate continuations, never shown)
+      answer_field   the gold choice's index into that list
+      layouts        names of prompt layouts the task can also write (Task.with_layout), its own first"""
+
+    text_fields: tuple[str, ...]
+    choices_field: str | None = None
+    answer_field: str | None = None
+    layouts: tuple[str, ...] = ()
+
+
 @dataclass
 class Doc:
     id: str  # stable within the task: the row's index in its file
@@ -130,6 +147,15 @@ class Task(ABC):
 
     def fewshot_ids(self) -> list[str]:
         return []
+
+    def perturbable(self) -> Perturbable | None:
+        """What robustness perturbations may change in this task's documents, or None: it takes none (a program's
+        prompt, a conversation, a sentence scored on its own)."""
+        return None
+
+    def with_layout(self, layout: str) -> Task:
+        """This task writing its prompts in another of its `perturbable().layouts` (few-shot examples included)."""
+        raise NotImplementedError(f"{self.name} has no other prompt layouts")
 
     def breakdown(self) -> dict[str, Any] | None:
         """The report table, beside the quality table, in which this task has its own row, or None. The run record

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import comparison, report
+from reports import comparison, report, robustness
 from reports.charts import bars_svg, frontier_svg
 from reports.load import LoadRun, load_charts, load_frame
 
@@ -55,6 +55,9 @@ def build(runs: list[report.Run], most_failures: int,
                 first_declared.setdefault(name, (table, run.record))
     breakdown_charts = {name: breakdown_chart(tables[name], *first_declared[name]) for name in tables
                         if name in first_declared}
+    robustness_rows = [(run.label, run.record.get("robustness") or []) for run in runs]
+    tables.update(robustness.report_frames(robustness_rows))
+    breakdown_charts.update(robustness_chart(robustness_rows))
     tables["systems"] = pd.concat([report.run_systems_frame(run) for run in runs], ignore_index=True) if runs \
         else pd.DataFrame()
     tables["load"] = load_frame(load_runs) if load_runs else pd.DataFrame()
@@ -83,6 +86,18 @@ def breakdown_chart(frame: pd.DataFrame, table: dict, record: dict) -> dict:
     task = next(iter(table["tasks"]))
     return {"title": f"{table['title']}: {metric}",
             "svg": bars_svg(categories, series, metric, report.higher_is_better(record, task, metric))}
+
+
+def robustness_chart(runs: list[tuple[str, list[dict]]]) -> dict[str, dict]:
+    """Clean against perturbed as bars, for the first run that has robustness rows (a second run's are in the
+    table); higher or lower is better as the first row's metric says."""
+    for label, rows in runs:
+        if rows:
+            categories, series = robustness.chart_series(rows)
+            metric = rows[0]["metric"]
+            return {"robustness": {"title": f"{label}: {metric}, clean and perturbed",
+                                   "svg": bars_svg(categories, series, metric, rows[0]["higher_is_better"])}}
+    return {}
 
 
 def comparison_charts(runs: list[report.Run], side_by_side: pd.DataFrame) -> list[dict]:
@@ -197,10 +212,25 @@ def markdown_table(name: str, frame: pd.DataFrame) -> str:
 TITLES = {"comparison": "Compared with the first run", "side_by_side": "Runs side by side",
           "quality": "Quality: every task and metric (95 % interval)",
           "systems": "Systems: throughput, latency and batches",
+          "robustness": "Robustness: clean against perturbed, paired by document",
+          "robustness_orders": "Robustness: accuracy under each order of the choices (rotated by k; 0 is the clean "
+                               "order)",
+          "robustness_letters": "Robustness: position bias, the letters chosen against the gold letters",
+          "robustness_layouts": "Robustness: accuracy in each prompt layout",
           "load": "Serving under load (harness load): each point's throughput, latency and SLO attainment"}
 FIXED_TABLES = set(TITLES)
 # What a reader needs to read a table, under its title in report.md and report.html.
-NOTES = {"comparison": "Each run against the first, paired by document (harness/gate/compare.py): primary rows (a "
+NOTES = {"robustness": "Each task asked again under a perturbation that leaves its answers the same (harness run "
+                       "--perturb, docs/robustness.md). The difference is perturbed minus clean on the same "
+                       "documents, with its 95 % interval and p (McNemar's mid-p for right/wrong scores, the paired "
+                       "bootstrap otherwise); consistency is the share of questions whose chosen answer is the same "
+                       "under every order of the choices; the position-bias p is Hotelling's T^2 test of the letters "
+                       "chosen against the gold letters; the layout spread is the best layout's score minus the "
+                       "worst's.",
+         "robustness_letters": "Under the rotations every choice stands once at every letter, so the gold share is "
+                               "1/n per letter and a model that chose by content alone would choose each letter as "
+                               "often; the clean-order columns are the task's own order.",
+         "comparison": "Each run against the first, paired by document (harness/gate/compare.py): primary rows (a "
                        "task's first metric, a pooled group) first, then secondary ones (other metrics, a group's "
                        "members). The difference is run minus reference with its 95 % interval; p is adjusted "
                        "(Holm) within each role; MDE is the smallest change the comparison could have seen at "

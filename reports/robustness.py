@@ -35,6 +35,40 @@ def robustness_frame(rows: list[dict]) -> pd.DataFrame:
     } for row in rows])
 
 
+def report_frames(runs: list[tuple[str, list[dict]]]) -> dict[str, pd.DataFrame]:
+    """The report's robustness tables for (run label, its robustness rows) pairs: clean against perturbed, then the
+    per-order, per-letter and per-layout details; a table no run has is left out."""
+    frames: dict[str, list[pd.DataFrame]] = {"robustness": [], "robustness_orders": [], "robustness_letters": [],
+                                             "robustness_layouts": []}
+    for label, rows in runs:
+        if rows:
+            frames["robustness"].append(robustness_frame(rows).assign(run=label))
+        for row in rows:
+            where = {"run": label, "task": row["task"], "perturbation": row["perturbation"]}
+            if "orders" in row:
+                frames["robustness_orders"].append(order_frame(row).assign(**where))
+                frames["robustness_letters"].append(letter_frame(row).assign(**where))
+            if "layouts" in row:
+                frames["robustness_layouts"].append(layout_frame(row).assign(**where))
+    return {name: first_columns(pd.concat(parts, ignore_index=True), ["run", "task", "perturbation"])
+            for name, parts in frames.items() if parts}
+
+
+def first_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+def chart_series(rows: list[dict]) -> tuple[list[str], dict[str, list[tuple]]]:
+    """Categories (task, perturbation) and the clean and perturbed series of bars_svg, with their intervals."""
+    def bar(summary: dict) -> tuple:
+        low, high = summary.get("ci95") or (None, None)
+        return summary["value"], low, high
+
+    categories = [f"{row['task']} {row['perturbation']}" for row in rows]
+    return categories, {"clean": [bar(row["clean"]) for row in rows],
+                        "perturbed": [bar(row["perturbed"]) for row in rows]}
+
+
 def order_frame(row: dict) -> pd.DataFrame:
     return pd.DataFrame([{"order": f"rotated by {o['order']}" + (" (clean)" if o["order"] == 0 else ""),
                           row["metric"]: o["value"], "95 % CI": interval(o)} for o in row["orders"]])
@@ -92,11 +126,13 @@ def print_robustness(rows: list[dict], console: Console | None = None) -> None:
     # The details of pooled rows when there are any (57 MMLU subjects would fill screens), else of each task.
     detailed = [row for row in rows if row["task"].startswith("all ")] or rows
     for row in detailed:
-        where = f"{row['task']}, {row['perturbation']}"
+        if "orders" not in row and "layouts" not in row:
+            continue
+        console.print(f"\n{row['task']}, {row['perturbation']}:")
         if "orders" in row:
-            console.print(rich_table(order_frame(row), f"{where}: {row['metric']} by order of the choices"))
-            console.print(rich_table(letter_frame(row), f"{where}: which letter was chosen"))
+            console.print(rich_table(order_frame(row), f"{row['metric']} by order of the choices"))
+            console.print(rich_table(letter_frame(row), "which letter was chosen"))
             console.print(bias_sentence(row))
         if "layouts" in row:
-            console.print(rich_table(layout_frame(row), f"{where}: {row['metric']} by prompt layout"))
+            console.print(rich_table(layout_frame(row), f"{row['metric']} by prompt layout"))
             console.print(spread_sentence(row))

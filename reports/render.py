@@ -226,7 +226,8 @@ NOTES = {"robustness": "Each task asked again under a perturbation that leaves i
                        "bootstrap otherwise); consistency is the share of questions whose chosen answer is the same "
                        "under every order of the choices; the position-bias p is Hotelling's T^2 test of the letters "
                        "chosen against the gold letters; the layout spread is the best layout's score minus the "
-                       "worst's.",
+                       "worst's, and the layouts-differ p Cochran's Q test (Friedman's for scores other than "
+                       "right/wrong) of all layouts on the same questions.",
          "robustness_letters": "Under the rotations every choice stands once at every letter, so the gold share is "
                                "1/n per letter and a model that chose by content alone would choose each letter as "
                                "often; the clean-order columns are the task's own order.",

@@ -32,6 +32,7 @@ def robustness_frame(rows: list[dict]) -> pd.DataFrame:
         "consistency": row["consistency"]["value"] if "consistency" in row else None,
         "position bias p": p_value(row["position_bias"]["p_value"]) if "position_bias" in row else None,
         "layout spread": row["spread"]["value"] if "spread" in row else None,
+        "layouts differ p": p_value(row["spread"]["p_value"]) if "spread" in row else None,
     } for row in rows])
 
 
@@ -99,8 +100,9 @@ def bias_sentence(row: dict) -> str:
 
 def spread_sentence(row: dict) -> str:
     spread = row["spread"]
-    return (f"spread across layouts (best {spread['best']} minus worst {spread['worst']}): {spread['value']:.3f} "
-            f"{interval(spread)}")
+    test = "Cochran's Q" if spread["test"] == "cochran-q" else "Friedman's chi-square"
+    return (f"spread across layouts (best {spread['best']} minus worst {spread['worst']}): {spread['value']:.3f}; "
+            f"do the layouts differ? {test} = {spread['statistic']:.2f}, p = {p_value(spread['p_value'])}")
 
 
 def rich_table(frame: pd.DataFrame, title: str) -> Table:

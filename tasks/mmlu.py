@@ -90,7 +90,7 @@ class Layout:
 LAYOUTS = {
     "lm-eval": Layout(),
     "parenthesised": Layout(choice="\n({letter}) {choice}"),
-    "one-line": Layout(choice=" [{letter}] {choice}", answer="\nAnswer:"),
+    "one-line": Layout(choice=" [{letter}] {choice}"),
     "upper-case-fields": Layout(question_label="QUESTION: ", choice="\n{letter}) {choice}", answer="\nANSWER:"),
     "lower-case-letters": Layout(choice="\n{letter}: {choice}", lowercase_letters=True),
     "the-answer-is": Layout(question_label="Question: ", choice="\n{letter} - {choice}", answer="\nThe answer is"),

@@ -247,3 +247,39 @@ def test_mmlu_layouts_keep_the_answer_and_write_the_letters_they_ask_for():
     assert len({variant.requests(doc)[0].context.question for variant in task.variants.values()}) == len(task.variants)
     assert task.variants["lm-eval"].requests(doc) == tasks.build("mmlu_anatomy", TaskOptions(num_fewshot=2)
                                                                  ).requests(doc)
+
+
+def test_several_tasks_get_a_pooled_row_over_all_their_documents():
+    metrics = {"acc": {"aggregation": "mean", "higher_is_better": True}}
+    records, samples, variants = {}, [], []
+    perturbation = parse_perturbation("case=lower")
+    for task, right in (("a", [1, 1, 0, 1]), ("b", [0, 0, 1])):
+        records.update(record_of(task, f"{task}~case=lower", metrics))
+        variants.append((task, f"{task}~case=lower", perturbation))
+        samples += [{"task": task, "doc_id": str(i), "scores": {"acc": float(v)}} for i, v in enumerate(right)]
+        samples += [{"task": f"{task}~case=lower", "doc_id": str(i), "scores": {"acc": 0.0}} for i in range(len(right))]
+    rows = analyse(variants, records, samples, seed=0)
+    assert [row["task"] for row in rows] == ["a", "b", "all 2 tasks"]
+    assert rows[2]["n"] == 7 and rows[2]["clean"]["value"] == pytest.approx(4 / 7)
+    assert rows[2]["difference"]["value"] == pytest.approx(-4 / 7)
+    assert rows[2]["variants"] == ["a~case=lower", "b~case=lower"]
+
+
+def test_cochrans_q_is_mcnemars_chi_square_for_two_layouts_and_its_textbook_form_for_more():
+    from harness.robustness.analysis import layouts_differ
+
+    rng = np.random.default_rng(5)
+    two = rng.integers(0, 2, size=(60, 2)).astype(float)
+    b = np.sum((two[:, 0] == 1) & (two[:, 1] == 0))
+    c = np.sum((two[:, 0] == 0) & (two[:, 1] == 1))
+    assert layouts_differ(two)["statistic"] == pytest.approx((b - c) ** 2 / (b + c))
+    six = rng.integers(0, 2, size=(80, 6)).astype(float)
+    rows, columns, k = six.sum(axis=1), six.sum(axis=0), 6
+    textbook = k * (k - 1) * np.sum((columns - columns.mean()) ** 2) / (k * rows.sum() - np.sum(rows ** 2))
+    result = layouts_differ(six)
+    assert result["test"] == "cochran-q" and result["statistic"] == pytest.approx(textbook)
+    assert layouts_differ(np.ones((10, 6)))["p_value"] == 1.0
+    # One layout that loses half the right answers is a difference the test sees.
+    right = np.ones((80, 6))
+    right[::2, 3] = 0
+    assert layouts_differ(right)["p_value"] < 1e-6

@@ -102,7 +102,7 @@ def perturb_specs(text: str) -> tuple[str, ...]:
     try:
         parse_perturbations(specs)
     except UserError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("--perturb: ")) from None
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--perturb").removeprefix(":").strip()) from None
     return specs
 
 

@@ -140,8 +140,9 @@ def run(config: RunConfig, command: str, resumed: bool = False) -> int:
         start_run(output, invocation)
     profiler.start()
     try:
-        evaluation = evaluate(model, built_tasks + [variant for _, variant, _ in variants], limit=config.tasks.limit, batch_size=config.engine.batch_size,
-                              seed=config.engine.seed, prompt_format=prompt_format, groups=groups, limits=limits)
+        evaluation = evaluate(model, built_tasks + [variant for _, variant, _ in variants], limit=config.tasks.limit,
+                              batch_size=config.engine.batch_size, seed=config.engine.seed,
+                              prompt_format=prompt_format, groups=groups, limits=limits)
         code_execution = sandbox.describe() if sandbox else None
     except KeyboardInterrupt:
         if isinstance(model, CachingModel):

@@ -13,8 +13,11 @@ when both sides score each document 0 or 1, the paired bootstrap otherwise). The
                    shares against 1/n (the questions are the independent units; Hotelling 1931; Anderson 2003,
                    "An Introduction to Multivariate Statistical Analysis", sec. 5.2), F-distributed with
                    (n - 1, N - n + 1) degrees of freedom.
-  format=variants  accuracy in each layout, and their spread (best minus worst layout, FormatSpread's measure) with
-                   a paired bootstrap interval over questions.
+  format=variants  accuracy in each layout, their spread (best minus worst layout, FormatSpread's measure), and
+                   whether the layouts differ at all: Cochran's Q test for right/wrong scores of the same questions
+                   under k conditions (Cochran 1950, Biometrika 37:256), Friedman's test for other scores. The
+                   spread gets no interval: the best and worst layouts are picked by the same data, so a bootstrap
+                   of max - min is biased upward and its percentile interval can miss its own estimate.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from scipy.stats import chi2, friedmanchisquare
 from scipy.stats import f as f_distribution
 
 from harness import stats
 from harness.gate.paired import compare_paired
 from harness.robustness.perturbations import Perturbation
 from harness.robustness.perturbed_task import layout_metric
-
-BOOTSTRAP_ITERATIONS = 2000
 
 
 def analyse(variants: list[tuple[str, str, Perturbation]], task_records: dict[str, dict], samples: list[dict],
@@ -146,13 +148,26 @@ def layout_effects(metric: str, rows: list[dict], seed: int) -> dict:
     layout_metrics = [name for name in rows[0] if name.startswith(layout_metric(metric, ""))]
     values = np.array([[row[name] for name in layout_metrics] for row in rows], dtype=np.float64)  # docs x layouts
     means = values.mean(axis=0)
-    picks = np.random.default_rng(seed).integers(0, len(rows), size=(BOOTSTRAP_ITERATIONS, len(rows)))
-    resampled = np.array([np.ptp(values[p].mean(axis=0)) for p in picks])
-    interval = stats.percentile_interval(resampled) if len(rows) > 1 else None
+    name = lambda index: layout_metrics[index].removeprefix(layout_metric(metric, ""))
     return {
-        "layouts": [{"layout": name.removeprefix(layout_metric(metric, "")),
-                     **summary(values[:, i].tolist(), "mean", seed)} for i, name in enumerate(layout_metrics)],
-        "spread": {"value": float(np.ptp(means)), "ci95": None if interval is None else [interval[0], interval[1]],
-                   "best": layout_metrics[int(np.argmax(means))].removeprefix(layout_metric(metric, "")),
-                   "worst": layout_metrics[int(np.argmin(means))].removeprefix(layout_metric(metric, ""))},
+        "layouts": [{"layout": name(i), **summary(values[:, i].tolist(), "mean", seed)}
+                    for i in range(len(layout_metrics))],
+        "spread": {"value": float(np.ptp(means)), "best": name(int(np.argmax(means))),
+                   "worst": name(int(np.argmin(means))), **layouts_differ(values)},
     }
+
+
+def layouts_differ(values: np.ndarray) -> dict:
+    """Whether k layouts scored the same questions differently: Cochran's Q for 0/1 scores, else Friedman's test."""
+    questions, k = values.shape
+    if np.isin(values, (0, 1)).all():
+        rows, columns = values.sum(axis=1), values.sum(axis=0)
+        denominator = k * rows.sum() - np.sum(rows ** 2)
+        if denominator == 0:  # every question scored alike in every layout
+            return {"test": "cochran-q", "statistic": 0.0, "p_value": 1.0}
+        q = (k - 1) * (k * np.sum(columns ** 2) - rows.sum() ** 2) / denominator
+        return {"test": "cochran-q", "statistic": float(q), "p_value": float(chi2.sf(q, k - 1))}
+    if questions < 2 or np.ptp(values, axis=1).max() == 0:
+        return {"test": "friedman", "statistic": 0.0, "p_value": 1.0}
+    result = friedmanchisquare(*values.T)
+    return {"test": "friedman", "statistic": float(result.statistic), "p_value": float(result.pvalue)}

@@ -30,9 +30,11 @@ def robustness_frame(rows: list[dict]) -> pd.DataFrame:
         "difference": row["difference"]["value"], "difference 95 % CI": interval(row["difference"]),
         "p": p_value(row["difference"]["p_value"]), "test": row["difference"]["test"],
         "consistency": row["consistency"]["value"] if "consistency" in row else None,
+        "right under every order": row["every_order"]["value"] if "every_order" in row else None,
         "position bias p": p_value(row["position_bias"]["p_value"]) if "position_bias" in row else None,
         "layout spread": row["spread"]["value"] if "spread" in row else None,
         "layouts differ p": p_value(row["spread"]["p_value"]) if "spread" in row else None,
+        "right in every layout": row["every_layout"]["value"] if "every_layout" in row else None,
     } for row in rows])
 
 
@@ -95,14 +97,16 @@ def bias_sentence(row: dict) -> str:
     return (f"position bias: Hotelling T^2 = {statistic}{df}, p = {p_value(bias['p_value'])} over "
             f"{bias['questions']} questions (chosen letters against the gold letters, every choice at every letter "
             "once); consistency (the same choice under every order) "
-            f"{row['consistency']['value']:.3f} {interval(row['consistency'])}")
+            f"{row['consistency']['value']:.3f} {interval(row['consistency'])}; right under every order (MMBench's "
+            f"CircularEval) {row['every_order']['value']:.3f} {interval(row['every_order'])}")
 
 
 def spread_sentence(row: dict) -> str:
     spread = row["spread"]
     test = "Cochran's Q" if spread["test"] == "cochran-q" else "Friedman's chi-square"
     return (f"spread across layouts (best {spread['best']} minus worst {spread['worst']}): {spread['value']:.3f}; "
-            f"do the layouts differ? {test} = {spread['statistic']:.2f}, p = {p_value(spread['p_value'])}")
+            f"do the layouts differ? {test} = {spread['statistic']:.2f}, p = {p_value(spread['p_value'])}; right in "
+            f"every layout {row['every_layout']['value']:.3f} {interval(row['every_layout'])}")
 
 
 def rich_table(frame: pd.DataFrame, title: str) -> Table:

@@ -137,7 +137,7 @@ def test_scores_of_a_model_that_always_answers_a():
     task = variant("mmlu_anatomy", "choices=permute")
     doc = task.docs()[0]
     scores = task.score(doc, answers_preferring([0, 0, 0, 0]))
-    assert scores["acc"] == 0.25 and scores["consistency"] == 0.0
+    assert scores["acc"] == 0.25 and scores["consistency"] == 0.0 and scores["acc_every_order"] == 0.0
     assert scores["chosen"] == [0, 0, 0, 0]
     assert sorted(scores["gold"]) == [0, 1, 2, 3]
     assert [scores[f"acc_order_{k}"] for k in range(4)] == [float(g == 0) for g in scores["gold"]]
@@ -148,7 +148,7 @@ def test_scores_of_a_model_that_knows_the_answer_in_every_order():
     doc = task.docs()[0]
     gold_positions = [task.rotated(doc, k).fields["answer"] for k in range(4)]
     scores = task.score(doc, answers_preferring(gold_positions))
-    assert scores["acc"] == 1.0 and scores["consistency"] == 1.0
+    assert scores["acc"] == 1.0 and scores["consistency"] == 1.0 and scores["acc_every_order"] == 1.0
     # The same wrong content under every order is consistent too.
     wrong = (doc.fields["answer"] + 1) % 4
     scores = task.score(doc, answers_preferring([(wrong - k) % 4 for k in range(4)]))
@@ -223,7 +223,8 @@ def test_rows_pair_documents_and_use_the_paired_statistics():
 
 
 def test_layout_spread_is_best_minus_worst_layout():
-    rows = [{"acc": 0.5, "acc_layout_a": 1.0, "acc_layout_b": 0.0, "acc_layout_c": float(i % 2)} for i in range(20)]
+    rows = [{"acc": 0.5, "acc_every_layout": 0.0, "acc_layout_a": 1.0, "acc_layout_b": 0.0,
+             "acc_layout_c": float(i % 2)} for i in range(20)]
     samples = [{"task": "t", "doc_id": str(i), "scores": {"acc": 1.0}} for i in range(20)]
     samples += [{"task": "t~format=variants", "doc_id": str(i), "scores": row} for i, row in enumerate(rows)]
     metrics = {"acc": {"aggregation": "mean", "higher_is_better": True}}
@@ -283,3 +284,22 @@ def test_cochrans_q_is_mcnemars_chi_square_for_two_layouts_and_its_textbook_form
     right = np.ones((80, 6))
     right[::2, 3] = 0
     assert layouts_differ(right)["p_value"] < 1e-6
+
+
+def test_the_worst_case_row_takes_each_documents_worst_over_clean_and_every_perturbation():
+    """HELM's robustness: per document the worst of the clean score, each text perturbation's and the worst
+    order's; here document 0 survives everything, 1 fails a typo, 2 fails one order, 3 was wrong already."""
+    metrics = {"acc": {"aggregation": "mean", "higher_is_better": True}}
+    clean, typos, every_order = [1, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 0]
+    samples = [{"task": "t", "doc_id": str(i), "scores": {"acc": float(v)}} for i, v in enumerate(clean)]
+    samples += [{"task": "t~typos=0.1", "doc_id": str(i), "scores": {"acc": float(v)}} for i, v in enumerate(typos)]
+    samples += [{"task": "t~choices=permute", "doc_id": str(i),
+                 "scores": {"acc": 0.5, "consistency": 0.0, "acc_every_order": float(v), "acc_order_0": 1.0,
+                            "acc_order_1": 0.0, "chosen": [0, 0], "gold": [0, 1]}} for i, v in enumerate(every_order)]
+    records = {**record_of("t", "t~typos=0.1", metrics), "t~choices=permute": {"metrics": metrics}}
+    rows = analyse([("t", "t~typos=0.1", parse_perturbation("typos=0.1")),
+                    ("t", "t~choices=permute", parse_perturbation("choices=permute"))], records, samples, seed=0)
+    worst = rows[-1]
+    assert worst["perturbation"] == "worst of 2" and worst["n"] == 4
+    assert worst["clean"]["value"] == 0.75 and worst["perturbed"]["value"] == 0.25
+    assert worst["difference"]["value"] == -0.5 and worst["difference"]["test"] == "mcnemar-mid-p"

@@ -34,7 +34,7 @@ def test_a_perturbed_run_pairs_each_variant_with_the_clean_task(tmp_path, capsys
     assert "robustness: clean against perturbed" in printed and "by order of the choices" in printed
     record, samples = read_run(folder)
     rows = {row["perturbation"]: row for row in record["robustness"]}
-    assert set(rows) == {"choices=permute", "typos=0.2"}
+    assert set(rows) == {"choices=permute", "typos=0.2", "worst of 2"}
     by_task = {}
     for sample in samples:
         by_task.setdefault(sample["task"], {})[sample["doc_id"]] = sample
@@ -51,6 +51,10 @@ def test_a_perturbed_run_pairs_each_variant_with_the_clean_task(tmp_path, capsys
     assert row["perturbed"]["value"] == record["results"]["mmlu_anatomy~choices=permute"]["acc"]
     assert row["difference"]["value"] == pytest.approx(row["perturbed"]["value"] - row["clean"]["value"])
     assert [o["order"] for o in row["orders"]] == [0, 1, 2, 3]
+    # The worst case: right in the clean prompt, under the typos and under every order.
+    every = [min(clean[d]["scores"]["acc"], by_task["mmlu_anatomy~typos=0.2"][d]["scores"]["acc"],
+                 permuted[d]["scores"]["acc_every_order"]) for d in sorted(clean)]
+    assert rows["worst of 2"]["perturbed"]["value"] == sum(every) / 4
     assert {letter["letter"] for letter in row["position_bias"]["letters"]} == set("ABCD")
     assert record["tasks"]["mmlu_anatomy~typos=0.2"]["perturbation"] == "typos=0.2"
     assert "breakdown" not in record["tasks"]["mmlu_anatomy~typos=0.2"]  # the MMLU table keeps the clean row only
@@ -69,7 +73,7 @@ def test_a_perturbed_run_pairs_each_variant_with_the_clean_task(tmp_path, capsys
     # The report shows clean against perturbed side by side, as tables and as a chart.
     assert main(["report", str(folder), "--output", str(tmp_path / "report")]) == 0
     table = pd.read_csv(tmp_path / "report" / "robustness.csv")
-    assert list(table["perturbation"]) == ["choices=permute", "typos=0.2"]
+    assert list(table["perturbation"]) == ["choices=permute", "typos=0.2", "worst of 2"]
     assert list(table["clean"]) == [row["clean"]["value"] for row in record["robustness"]]
     assert len(pd.read_csv(tmp_path / "report" / "robustness_letters.csv")) == 4
     html = (tmp_path / "report" / "report.html").read_text()

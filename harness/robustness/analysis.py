@@ -13,6 +13,10 @@ when both sides score each document 0 or 1, the paired bootstrap otherwise). The
                    shares against 1/n (the questions are the independent units; Hotelling 1931; Anderson 2003,
                    "An Introduction to Multivariate Statistical Analysis", sec. 5.2), F-distributed with
                    (n - 1, N - n + 1) degrees of freedom.
+  worst case       with two perturbations or more, one more row: each document's worst score over the clean
+                   prompt and every perturbation (a perturbation's worst order or layout included), HELM's measure
+                   of robustness (Liang et al. 2022, arXiv 2211.09110: the worst case over perturbations
+                   of each instance), paired with the clean score like the others.
   format=variants  accuracy in each layout, their spread (best minus worst layout, FormatSpread's measure), and
                    whether the layouts differ at all: Cochran's Q test for right/wrong scores of the same questions
                    under k conditions (Cochran 1950, Biometrika 37:256), Friedman's test for other scores. The
@@ -51,6 +55,17 @@ def analyse(variants: list[tuple[str, str, Perturbation]], task_records: dict[st
         if len(pairs) > 1 and len(headlines) == 1:  # pooled only where every task has the same headline metric
             rows.append(compare(f"all {len(pairs)} tasks", pairs=pairs, perturbation=perturbation,
                                 task_records=task_records, scores=scores, seed=seed))
+    perturbations = list(dict.fromkeys(p for _, _, p in variants))
+    if len(perturbations) > 1:
+        of_task: dict[str, list[tuple[str, Perturbation]]] = defaultdict(list)
+        for clean, variant, perturbation in variants:
+            of_task[clean].append((variant, perturbation))
+        # Only where a document's scores are values to take the worst of (not GLUE's (gold, predicted) pairs).
+        cleans = [clean for clean in of_task if headline(task_records[clean])[1] == "mean"]
+        for clean in cleans:
+            rows.append(worst_case(clean, [clean], of_task, task_records, scores, seed))
+        if len(cleans) > 1 and len({headline(task_records[clean]) for clean in cleans}) == 1:
+            rows.append(worst_case(f"all {len(cleans)} tasks", cleans, of_task, task_records, scores, seed))
     return rows
 
 
@@ -89,6 +104,29 @@ def compare(label: str, pairs: list[tuple[str, str]], perturbation: Perturbation
     return row
 
 
+def worst_case(label: str, cleans: list[str], of_task: dict[str, list[tuple[str, Perturbation]]],
+               task_records: dict[str, dict], scores: dict[str, dict[str, dict]], seed: int) -> dict:
+    metric, _, higher_is_better = headline(task_records[cleans[0]])
+    pick = min if higher_is_better else max
+    suffix = {"choices": "_every_order", "format": "_every_layout"}
+    clean_values, worst_values = [], []
+    for clean in cleans:
+        for doc, clean_scores in scores[clean].items():
+            values = [clean_scores[metric]] + [scores[variant][doc][metric + suffix.get(p.kind, "")]
+                                               for variant, p in of_task[clean] if doc in scores[variant]]
+            clean_values.append(values[0])
+            worst_values.append(pick(values))
+    paired = compare_paired(clean_values, worst_values, "mean", seed)
+    return {
+        "task": label, "variants": [variant for clean in cleans for variant, _ in of_task[clean]],
+        "perturbation": f"worst of {len(of_task[cleans[0]])}", "metric": metric,
+        "higher_is_better": higher_is_better, "n": len(clean_values),
+        "clean": summary(clean_values, "mean", seed), "perturbed": summary(worst_values, "mean", seed),
+        "difference": {"value": paired["difference"], "ci95": paired["interval"], "p_value": paired["p_value"],
+                       "test": paired["test"]},
+    }
+
+
 def choice_order_effects(metric: str, rows: list[dict], seed: int) -> dict:
     orders = len(rows[0]["chosen"])
     chosen = np.array([row["chosen"] for row in rows])  # questions x orders: the winning position
@@ -98,6 +136,7 @@ def choice_order_effects(metric: str, rows: list[dict], seed: int) -> dict:
         "orders": [{"order": k, **summary([row[f"{metric}_order_{k}"] for row in rows], "mean", seed)}
                    for k in range(orders)],
         "consistency": summary([row["consistency"] for row in rows], "mean", seed),
+        "every_order": summary([row[f"{metric}_every_order"] for row in rows], "mean", seed),
         "position_bias": position_bias(chosen, gold, letters),
     }
 
@@ -152,6 +191,7 @@ def layout_effects(metric: str, rows: list[dict], seed: int) -> dict:
     return {
         "layouts": [{"layout": name(i), **summary(values[:, i].tolist(), "mean", seed)}
                     for i in range(len(layout_metrics))],
+        "every_layout": summary([row[f"{metric}_every_layout"] for row in rows], "mean", seed),
         "spread": {"value": float(np.ptp(means)), "best": name(int(np.argmax(means))),
                    "worst": name(int(np.argmin(means))), **layouts_differ(values)},
     }

@@ -4,7 +4,7 @@
                     task's own), so that every choice, the gold one included, takes every position once
   typos=RATE        each letter replaced, with probability RATE, by a neighbouring key of a QWERTY keyboard (HELM's
                     typo perturbation, after NL-Augmenter's "butter fingers": Liang et al. 2022, "Holistic
-                    Evaluation of Language Models", arXiv 2211.09110, sec. 5.3), case kept; 0 < RATE <= 1
+                    Evaluation of Language Models", arXiv 2211.09110), case kept; 0 < RATE <= 1
   case=lower|upper  the text lower- or upper-cased (HELM's lowercase perturbation, and its upper-case mirror)
   whitespace=MAX    every run of spaces becomes 1 to MAX spaces (HELM's space perturbation); 2 <= MAX <= 10
   format=variants   the prompt written in each of the task's layouts (FormatSpread, Sclar et al. 2023)
@@ -29,12 +29,13 @@ USAGE = ("choices=permute, typos=RATE (0 < RATE <= 1), case=lower|upper, whitesp
 MAX_SPACES = 10
 FIXED_VALUES = {"choices": "permute", "format": "variants", "case": "lower or upper"}
 
-# The keys around each letter on a QWERTY keyboard, as HELM's typo perturbation lists them.
+# The keys next to each letter on a QWERTY keyboard, as HELM's typo perturbation lists them (its
+# augmentations/typos_perturbation.py: distance-1 keys only, never the letter itself).
 NEIGHBOURS = {
     "q": "was", "w": "qesad", "e": "wsdfr", "r": "edfgt", "t": "rfghy", "y": "tghju", "u": "yhjki", "i": "ujklo",
-    "o": "iklp", "p": "ol", "a": "qwszx", "s": "qweadzx", "d": "wersfxc", "f": "ertdgcv", "g": "rtyfhvb",
-    "h": "tyugjbn", "j": "yuihknm", "k": "uiojlm", "l": "iopk", "z": "asx", "x": "zsdc", "c": "xdfv", "v": "cfgb",
-    "b": "vghn", "n": "bhjm", "m": "njk",
+    "o": "iklp", "p": "ol", "a": "qwsz", "s": "weadzx", "d": "erfcxs", "f": "rtgvcd", "g": "tyhbvf", "h": "yujnbg",
+    "j": "uikmnh", "k": "iolmj", "l": "opk", "z": "asx", "x": "sdcz", "c": "dfvx", "v": "fgbc", "b": "ghnv",
+    "n": "hjmb", "m": "jkn",
 }
 
 

@@ -7,11 +7,14 @@ ones: a perturbation never changes what the right answer is.
   TextPerturbedTask    typos, case, whitespace: each document's input text changed, asked and scored as the task
                        asks and scores it; the same metrics
   PermutedChoicesTask  choices=permute: each question asked under every rotation of its choices; per document the
-                       headline metric averaged over the orders, one value per order (METRIC_order_K), whether the
-                       same choice won under every order (consistency), and which positions won ("chosen") against
-                       where the gold one stood ("gold"), for the position-bias test
+                       headline metric averaged over the orders, its worst order (METRIC_every_order: right under
+                       every rotation, MMBench's CircularEval, Liu et al. 2023, arXiv 2307.06281), one value per
+                       order (METRIC_order_K), whether the same choice won under every order (consistency), and
+                       which positions won ("chosen") against where the gold one stood ("gold"), for the
+                       position-bias test
   LayoutVariantsTask   format=variants: each question asked in each of the task's prompt layouts; per document the
-                       headline metric averaged over the layouts and one value per layout (METRIC_layout_NAME)
+                       headline metric averaged over the layouts, its worst layout (METRIC_every_layout) and one
+                       value per layout (METRIC_layout_NAME)
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ class PermutedChoicesTask(PerturbedTask):
             raise UserError(f"choices=permute needs every question of {self.base.name} to have as many choices; "
                             f"they have {sorted(counts)}")
         (self.orders,) = counts
-        self.metrics = ([Metric(headline.name), Metric("consistency")]
+        self.metrics = ([Metric(headline.name), Metric("consistency"), Metric(f"{headline.name}_every_order")]
                         + [Metric(f"{headline.name}_order_{k}") for k in range(self.orders)])
 
     def rotated(self, doc: Doc, k: int) -> Doc:
@@ -156,7 +159,8 @@ class PermutedChoicesTask(PerturbedTask):
             chosen.append(position)
             gold.append(rotated.fields[self.parts.answer_field])
             content.add((position + k) % self.orders)  # which of the original choices that position shows
-        scores = {headline: float(np.mean(values)), "consistency": float(len(content) == 1)}
+        scores = {headline: float(np.mean(values)), "consistency": float(len(content) == 1),
+                  f"{headline}_every_order": float(worst(self.base, values))}
         scores.update({f"{headline}_order_{k}": value for k, value in enumerate(values)})
         return {**scores, "chosen": chosen, "gold": gold}
 
@@ -170,7 +174,8 @@ class LayoutVariantsTask(PerturbedTask):
         super().__post_init__()
         headline = self.base.metrics[0].name
         self.variants = {layout: self.base.with_layout(layout) for layout in self.parts.layouts}
-        self.metrics = [Metric(headline)] + [Metric(layout_metric(headline, layout)) for layout in self.variants]
+        self.metrics = ([Metric(headline), Metric(f"{headline}_every_layout")]
+                        + [Metric(layout_metric(headline, layout)) for layout in self.variants])
 
     def requests(self, doc: Doc) -> list[Request]:
         return [r for variant in self.variants.values() for r in variant.requests(doc)]
@@ -181,7 +186,12 @@ class LayoutVariantsTask(PerturbedTask):
         values = {layout: float(variant.score(doc, answers)[headline])
                   for (layout, variant), answers in zip(self.variants.items(), split(responses, sizes))}
         return {headline: float(np.mean(list(values.values()))),
+                f"{headline}_every_layout": float(worst(self.base, list(values.values()))),
                 **{layout_metric(headline, layout): value for layout, value in values.items()}}
+
+
+def worst(task: Task, values: list[float]) -> float:
+    return min(values) if task.metrics[0].higher_is_better else max(values)
 
 
 def layout_metric(headline: str, layout: str) -> str:

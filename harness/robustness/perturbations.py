@@ -42,7 +42,7 @@ NEIGHBOURS = {
 @dataclass(frozen=True)
 class Perturbation:
     kind: str  # choices, typos, case, whitespace or format
-    value: str  # as the user wrote it, checked
+    value: str  # checked, and a rate written as Python writes the number (".05" is "0.05")
 
     @property
     def name(self) -> str:

@@ -65,6 +65,7 @@ LM_EVAL_PAIRS = {0: (-140.86520385742188, -143.6085968017578), 1: (-78.191909790
                  100: (-84.58072662353516, -81.31250762939453)}
 
 
+@pytest.mark.slow  # the real model
 def test_sentence_loglikelihoods_match_lm_eval(smollm2):
     docs = {}
     for name in tasks.expand(["crows_pairs_english"]):

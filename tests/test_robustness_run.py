@@ -26,6 +26,7 @@ def prompts(folder, task):
     return {s["doc_id"]: s["prompt"] for s in read_run(folder)[1] if s["task"] == task}
 
 
+@pytest.mark.slow  # three runs of the real model
 def test_a_perturbed_run_pairs_each_variant_with_the_clean_task(tmp_path, capsys, monkeypatch, runs_share_smollm2):
     monkeypatch.setenv("COLUMNS", "200")  # the tables' titles on one line each
     folder = tmp_path / "run"

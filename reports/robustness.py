@@ -22,18 +22,18 @@ def p_value(value: float | None) -> str:
 
 def robustness_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per task (or pooled tasks) and perturbation: the headline metric clean and perturbed with their
-    intervals, and the paired difference with its interval and p-value."""
+    intervals, and the paired difference with its interval and p-value (numbers, for the CSV file)."""
     return pd.DataFrame([{
         "task": row["task"], "perturbation": row["perturbation"], "metric": row["metric"], "n": row["n"],
         "clean": row["clean"]["value"], "clean 95 % CI": interval(row["clean"]),
         "perturbed": row["perturbed"]["value"], "perturbed 95 % CI": interval(row["perturbed"]),
         "difference": row["difference"]["value"], "difference 95 % CI": interval(row["difference"]),
-        "p": p_value(row["difference"]["p_value"]), "test": row["difference"]["test"],
+        "p": row["difference"]["p_value"], "test": row["difference"]["test"],
         "consistency": row["consistency"]["value"] if "consistency" in row else None,
         "right under every order": row["every_order"]["value"] if "every_order" in row else None,
-        "position bias p": p_value(row["position_bias"]["p_value"]) if "position_bias" in row else None,
+        "position bias p": row["position_bias"]["p_value"] if "position_bias" in row else None,
         "layout spread": row["spread"]["value"] if "spread" in row else None,
-        "layouts differ p": p_value(row["spread"]["p_value"]) if "spread" in row else None,
+        "layouts differ p": row["spread"]["p_value"] if "spread" in row else None,
         "right in every layout": row["every_layout"]["value"] if "every_layout" in row else None,
     } for row in rows])
 

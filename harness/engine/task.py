@@ -61,7 +61,8 @@ class Perturbable:
                      order, and the prediction the most likely of them (MMLU); None: the order of the task's
                      choices cannot change a score (they are scored as separate continuations, never shown)
       answer_field   the gold choice's index into that list
-      layouts        names of prompt layouts the task can also write (Task.with_layout), its own first"""
+      layouts        names of prompt layouts the task can also write (Task.with_layout), its own first; each asks
+                     the same choices, only written differently"""
 
     text_fields: tuple[str, ...]
     choices_field: str | None = None

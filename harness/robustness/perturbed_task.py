@@ -29,6 +29,7 @@ from harness.engine.requests import Request
 from harness.engine.task import Doc, Metric, Perturbable, Task
 from harness.errors import UserError
 from harness.robustness.perturbations import Perturbation, perturb_text, stream
+from tasks.scoring import argmax_choice
 
 SEPARATOR = "~"  # between a task's name and its perturbation's: mmlu_anatomy~choices=permute
 
@@ -111,12 +112,10 @@ class TextPerturbedTask(PerturbedTask):
         return self.base.score_all([(self.perturbed(doc), responses) for doc, responses in answered])
 
 
-def split(responses: list[Any], sizes: list[int]) -> list[list[Any]]:
-    parts, start = [], 0
-    for size in sizes:
-        parts.append(responses[start:start + size])
-        start += size
-    return parts
+def split(responses: list[Any], parts: int) -> list[list[Any]]:
+    """The responses in `parts` equal runs: one per order or layout, each asking the same choices."""
+    size = len(responses) // parts
+    return [responses[start:start + size] for start in range(0, len(responses), size)]
 
 
 @dataclass
@@ -151,11 +150,10 @@ class PermutedChoicesTask(PerturbedTask):
     def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
         headline = self.base.metrics[0].name
         values, chosen, gold, content = [], [], [], set()
-        for k, answers in enumerate(split(responses, [self.orders] * self.orders)):
+        for k, answers in enumerate(split(responses, self.orders)):
             rotated = self.rotated(doc, k)
             values.append(float(self.base.score(rotated, answers)[headline]))
-            # The first of equal log-probabilities, as the task's own argmax takes it.
-            position = int(np.argmax(np.array([a.logprob for a in answers], dtype=np.float64)))
+            position = argmax_choice(answers)  # the task's own rule: the first of equal log-probabilities
             chosen.append(position)
             gold.append(rotated.fields[self.parts.answer_field])
             content.add((position + k) % self.orders)  # which of the original choices that position shows
@@ -182,9 +180,8 @@ class LayoutVariantsTask(PerturbedTask):
 
     def score(self, doc: Doc, responses: list[Any]) -> dict[str, Any]:
         headline = self.base.metrics[0].name
-        sizes = [len(variant.requests(doc)) for variant in self.variants.values()]
         values = {layout: float(variant.score(doc, answers)[headline])
-                  for (layout, variant), answers in zip(self.variants.items(), split(responses, sizes))}
+                  for (layout, variant), answers in zip(self.variants.items(), split(responses, len(self.variants)))}
         return {headline: float(np.mean(list(values.values()))),
                 f"{headline}_every_layout": float(worst(self.base, list(values.values()))),
                 **{layout_metric(headline, layout): value for layout, value in values.items()}}
